@@ -1,0 +1,16 @@
+"""rmsprop: every framework's RMSprop, exactly, in NumPy, PyTorch and JAX.
+
+The core imports NumPy only; the framework backends live in submodules that
+import their framework: `rmsprop.numpy` (the reference), `rmsprop.torch`.
+
+Example:
+    >>> import rmsprop
+    >>> rmsprop.flavor("tensorflow").initial_square_avg
+    1.0
+"""
+
+from rmsprop._config import Config
+from rmsprop.flavors import FLAVORS, Flavor, flavor
+
+__all__ = ["FLAVORS", "Config", "Flavor", "flavor"]
+__version__ = "0.1.0"

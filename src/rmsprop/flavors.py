@@ -1,0 +1,181 @@
+"""Flavors: each framework's RMSprop, exactly, as a named `Config`.
+
+A flavor is data: a `Config` holding the framework's rule and default
+hyperparameters, plus the source it reproduces. Where the original has no
+default learning rate (it is a required argument), the flavor uses a common
+value and says so in ``notes``; pass ``lr=`` to choose your own.
+
+Example:
+    >>> import rmsprop
+    >>> cfg = rmsprop.flavor("tensorflow", lr=0.045)
+    >>> cfg.eps, cfg.eps_in_sqrt, cfg.initial_square_avg
+    (1e-10, True, 1.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from rmsprop._config import Config
+
+__all__ = ["FLAVORS", "Flavor", "flavor"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavor:
+    """A named preset: the `Config` that reproduces one implementation.
+
+    Attributes:
+        name: the name `flavor` takes.
+        config: the exact rule and defaults.
+        title: the implementation it reproduces, in a few words.
+        source: where the rule was read (repository, file, version).
+        notes: what the preset had to choose where the original is silent.
+    """
+
+    name: str
+    config: Config
+    title: str
+    source: str
+    notes: str = ""
+
+
+# TF-style: lr inside the momentum buffer, ε inside the root.
+_TF_STYLE = {"eps_in_sqrt": True, "lr_in_momentum": True}
+
+_FLAVOR_LIST = (
+    Flavor(
+        "pytorch",
+        Config(lr=1e-2, decay=0.99, eps=1e-8),
+        "PyTorch torch.optim.RMSprop",
+        "pytorch/pytorch torch/optim/rmsprop.py (torch 2.11-2.13)",
+    ),
+    Flavor(
+        "tensorflow",
+        Config(lr=1e-3, decay=0.9, eps=1e-10, initial_square_avg=1.0, **_TF_STYLE),
+        "TensorFlow 1 tf.compat.v1.train.RMSPropOptimizer (ApplyRMSProp kernels)",
+        "tensorflow/tensorflow tensorflow/python/training/rmsprop.py and "
+        "tensorflow/core/kernels/training_ops.cc (ApplyRMSProp, ApplyCenteredRMSProp)",
+        "learning_rate is required in TF1; 1e-3 here. TF1 has no weight decay option.",
+    ),
+    Flavor(
+        "keras",
+        Config(lr=1e-3, decay=0.9, eps=1e-7, decoupled_weight_decay=True, **_TF_STYLE),
+        "Keras 3 keras.optimizers.RMSprop",
+        "keras-team/keras keras/src/optimizers/rmsprop.py and base_optimizer.py (keras 3.15)",
+        "weight_decay is decoupled and applied before the step, as in Keras 3.",
+    ),
+    Flavor(
+        "optax",
+        Config(lr=1e-3, decay=0.9, eps=1e-8, **_TF_STYLE),
+        "optax.rmsprop",
+        "google-deepmind/optax optax/_src/alias.py and transform.py (optax 0.2.8)",
+        "learning_rate is required in optax; 1e-3 here. optax has no weight decay "
+        "inside rmsprop (chain optax.add_decayed_weights for L2).",
+    ),
+    Flavor(
+        "timm",
+        Config(lr=1e-2, decay=0.9, eps=1e-10, initial_square_avg=1.0, **_TF_STYLE),
+        "timm timm.optim.RMSpropTF",
+        "huggingface/pytorch-image-models timm/optim/rmsprop_tf.py (timm 1.0)",
+        "lr_in_momentum=False and decoupled_weight_decay=True map to RMSpropTF's "
+        "lr_in_momentum and decoupled_decay. timm's factory also sets momentum=0.9.",
+    ),
+    Flavor(
+        "lasagne",
+        Config(lr=1.0, decay=0.9, eps=1e-6, eps_in_sqrt=True),
+        "Lasagne lasagne.updates.rmsprop",
+        "Lasagne/Lasagne lasagne/updates.py",
+    ),
+    Flavor(
+        "caffe",
+        Config(lr=1e-2, decay=0.99, eps=1e-8),
+        "Caffe RMSPropSolver",
+        "BVLC/caffe src/caffe/solvers/rmsprop_solver.cpp, caffe.proto "
+        "(rms_decay=0.99, delta=1e-8)",
+        "base_lr is set in the solver file; 1e-2 here. Caffe forbids momentum; "
+        "its weight_decay is L2 on the gradient.",
+    ),
+    Flavor(
+        "chainer",
+        Config(lr=1e-2, decay=0.99, eps=1e-8),
+        "Chainer chainer.optimizers.RMSprop",
+        "chainer/chainer chainer/optimizers/rmsprop.py (v7)",
+        "eps_in_sqrt=True matches Chainer's eps_inside_sqrt=True.",
+    ),
+    Flavor(
+        "graves",
+        Config(lr=1e-4, decay=0.95, eps=1e-4, centered=True, momentum=0.9, **_TF_STYLE),
+        "Graves 2013, 'Generating Sequences With Recurrent Neural Networks', eqs. 38-41",
+        "arXiv:1308.0850v5 p. 23; as implemented by Chainer RMSpropGraves",
+    ),
+    Flavor(
+        "dqn",
+        Config(lr=2.5e-4, decay=0.95, eps=0.01, eps_in_sqrt=True, centered=True),
+        "DeepMind DQN (Mnih et al., Nature 2015), NeuralQLearner.lua",
+        "the 2015 DQN release, dqn/NeuralQLearner.lua and run_gpu (lr=0.00025)",
+        "The original anneals lr linearly only when lr_end is given; its run script "
+        "keeps it constant.",
+    ),
+    Flavor(
+        "hinton",
+        Config(lr=1e-3, decay=0.9, eps=0.0),
+        "Hinton, Neural Networks for Machine Learning, lecture 6e, slide 29",
+        "Coursera lecture slides, lecture 6e (Tieleman & Hinton, 2012)",
+        "The slide gives no learning rate (1e-3 here) and no epsilon: with eps=0 a "
+        "zero gradient on a zero average divides 0 by 0.",
+    ),
+    Flavor(
+        "textbook",
+        Config(lr=1e-2, decay=0.9, eps=1e-8, eps_in_sqrt=True),
+        "The textbook rule: theta -= lr * g / sqrt(E[g^2] + eps)",
+        "Hinton lecture 6e with eps inside the root, as most textbooks write it",
+    ),
+    Flavor(
+        "sonnet",
+        Config(lr=1e-3, decay=0.9, eps=1e-10, **_TF_STYLE),
+        "DeepMind Sonnet 2 snt.optimizers.RMSProp (TF1 rule, zero-initialised)",
+        "google-deepmind/sonnet sonnet/src/optimizers/rmsprop.py",
+        "learning_rate is required in Sonnet; 1e-3 here.",
+    ),
+    Flavor(
+        "paddle",
+        Config(lr=1e-3, decay=0.95, eps=1e-6, **_TF_STYLE),
+        "PaddlePaddle paddle.optimizer.RMSProp",
+        "PaddlePaddle/Paddle python/paddle/optimizer/rmsprop.py and "
+        "paddle/phi/kernels/impl/rmsprop_kernel_impl.h",
+        "learning_rate is required in Paddle; 1e-3 here. Its momentum is heavy-ball "
+        "(its docs say Nesterov); weight_decay is L2 on the gradient.",
+    ),
+)
+
+FLAVORS: Mapping[str, Flavor] = MappingProxyType({f.name: f for f in _FLAVOR_LIST})
+"""Every flavor by name, in a fixed order (PyTorch first)."""
+
+
+def flavor(name: str, **overrides: Any) -> Config:
+    """Returns the `Config` of flavor ``name``, with ``overrides`` applied.
+
+    Args:
+        name: a key of `FLAVORS`, e.g. ``"pytorch"``, ``"tensorflow"``,
+            ``"keras"``, ``"optax"``, ``"timm"``, ``"dqn"``.
+        **overrides: `Config` fields to change, e.g. ``lr=0.1``.
+
+    Raises:
+        ValueError: ``name`` is not a known flavor (the message lists them).
+        TypeError: an override is not a `Config` field.
+
+    Example:
+        >>> import rmsprop
+        >>> rmsprop.flavor("pytorch", lr=0.1).lr
+        0.1
+    """
+    try:
+        preset = FLAVORS[name]
+    except (KeyError, TypeError):
+        known = ", ".join(FLAVORS)
+        raise ValueError(f"unknown flavor {name!r}; the known flavors are: {known}") from None
+    return preset.config.replace(**overrides)

@@ -1,0 +1,244 @@
+r"""The NumPy reference: RMSprop written plainly, the oracle for every backend.
+
+It computes in the dtype it is given (float64 is what the other backends are
+tested against), one readable line per line of the rule in `rmsprop.Config`,
+with no cleverness and no in-place tricks.
+
+Two forms:
+
+* `init` / `update`: pure functions over a parameter, or a list, tuple or
+  dict of them. Nothing is modified in place.
+* `RMSprop`: a small stateful optimizer that updates a list of arrays in place.
+
+Example (the textbook rule, one step):
+    >>> import numpy as np
+    >>> import rmsprop
+    >>> import rmsprop.numpy as rnp
+    >>> config = rmsprop.Config(lr=0.01, decay=0.9, eps=1e-8, eps_in_sqrt=True)
+    >>> theta = np.array([0.2, 0.4, 0.6])
+    >>> state = rnp.init(theta, config)
+    >>> theta, state = rnp.update(theta, np.array([-0.5, 0.3, 0.24]), state, config)
+    >>> print(theta)
+    [0.23162277 0.36837724 0.56837725]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+
+from rmsprop._config import Config
+from rmsprop import flavors as _flavors
+
+__all__ = ["LeafState", "RMSprop", "init", "update"]
+
+T = TypeVar("T")
+Tree = Any  # an ndarray, or a list, tuple or dict of trees
+
+
+class LeafState(NamedTuple):
+    """The state of one parameter, with PyTorch's names.
+
+    Attributes:
+        step: how many updates this parameter has had.
+        square_avg: the running average of squared gradients, v.
+        grad_avg: the running average of gradients, m (``None`` unless centered).
+        momentum_buffer: the momentum buffer, b (``None`` without momentum).
+    """
+
+    step: int
+    square_avg: np.ndarray
+    grad_avg: np.ndarray | None
+    momentum_buffer: np.ndarray | None
+
+
+def init(params: Tree, config: Config) -> Tree:
+    """Returns the initial state: one `LeafState` per parameter, same structure.
+
+    Args:
+        params: an array, or a list, tuple or dict of arrays (nested freely).
+        config: the rule; decides which buffers exist and where ``v`` starts.
+    """
+
+    def init_leaf(param: np.ndarray) -> LeafState:
+        param = np.asarray(param)
+        return LeafState(
+            step=0,
+            square_avg=np.full_like(param, config.initial_square_avg),
+            grad_avg=np.zeros_like(param) if config.centered else None,
+            momentum_buffer=np.zeros_like(param) if config.momentum > 0 else None,
+        )
+
+    return _tree_map(init_leaf, params)
+
+
+def update(params: Tree, grads: Tree, state: Tree, config: Config) -> tuple[Tree, Tree]:
+    """One RMSprop step: returns ``(new_params, new_state)``.
+
+    A ``None`` gradient leaves its parameter and state untouched, as PyTorch
+    does for parameters without ``.grad``.
+
+    Args:
+        params: an array, or a list, tuple or dict of arrays.
+        grads: gradients with the same structure (``None`` leaves allowed).
+        state: what `init` (or the previous `update`) returned.
+        config: the rule. To schedule the learning rate, pass
+            ``config.replace(lr=...)`` at each step.
+    """
+    param_leaves, rebuild = _flatten(params)
+    grad_leaves, _ = _flatten(grads)
+    state_leaves, _ = _flatten(state)
+    if not len(param_leaves) == len(grad_leaves) == len(state_leaves):
+        raise ValueError(
+            f"params, grads and state must have the same structure; they have "
+            f"{len(param_leaves)}, {len(grad_leaves)} and {len(state_leaves)} leaves"
+        )
+    new_params, new_state = [], []
+    for param, grad, leaf in zip(param_leaves, grad_leaves, state_leaves):
+        if grad is None:
+            new_params.append(param)
+            new_state.append(leaf)
+        else:
+            p, s = _update_leaf(np.asarray(param), np.asarray(grad), leaf, config)
+            new_params.append(p)
+            new_state.append(s)
+    return rebuild(new_params), rebuild(new_state)
+
+
+def _update_leaf(
+    param: np.ndarray, grad: np.ndarray, state: LeafState, config: Config
+) -> tuple[np.ndarray, LeafState]:
+    if grad.shape != param.shape:
+        raise ValueError(f"gradient shape {grad.shape} != parameter shape {param.shape}")
+    if np.iscomplexobj(param):
+        # Complex numbers are pairs of independent reals, as in PyTorch.
+        p, s = _update_leaf(_as_real(param), _as_real(grad), _map_state(_as_real, state), config)
+        return _as_complex(p), _map_state(_as_complex, s)
+
+    c = config
+    lr, rho, mu, wd = c.lr, c.decay, c.momentum, c.weight_decay
+    step = state.step + 1
+    v, m, b = state.square_avg, state.grad_avg, state.momentum_buffer
+
+    g = -grad if c.maximize else grad
+    if wd != 0 and not c.decoupled_weight_decay:
+        g = g + wd * param
+    if wd != 0 and c.decoupled_weight_decay:
+        param = param - lr * wd * param
+
+    v = rho * v + (1 - rho) * g * g
+    if c.centered:
+        m = rho * m + (1 - rho) * g
+
+    v_hat, m_hat = v, m
+    if c.bias_correction:
+        correction = 1 - rho**step
+        v_hat = v / correction
+        m_hat = m / correction if c.centered else None
+
+    s = np.maximum(v_hat - m_hat * m_hat, 0) if c.centered else v_hat
+    denom = np.sqrt(s + c.eps) if c.eps_in_sqrt else np.sqrt(s) + c.eps
+    u = g / denom
+
+    if mu == 0:
+        param = param - lr * u
+    elif c.lr_in_momentum:
+        b = mu * b + lr * u
+        param = param - (lr * u + mu * b if c.nesterov else b)
+    else:
+        b = mu * b + u
+        param = param - lr * (u + mu * b if c.nesterov else b)
+
+    return param, LeafState(step, v, m, b)
+
+
+class RMSprop:
+    """A small stateful optimizer over a list of NumPy arrays, updated in place.
+
+    Args:
+        params: the arrays to optimize (each is modified in place by `step`).
+        config: the rule; default: the ``flavor``'s.
+        flavor: a flavor name, used when ``config`` is not given.
+        **overrides: `Config` fields to change, e.g. ``lr=0.1``.
+
+    Example:
+        >>> import numpy as np
+        >>> import rmsprop.numpy as rnp
+        >>> w = np.ones(3)
+        >>> opt = rnp.RMSprop([w], flavor="keras", lr=0.1)
+        >>> opt.step([np.full(3, 10.0)])
+        >>> print(w.round(6))
+        [0.683772 0.683772 0.683772]
+    """
+
+    def __init__(
+        self,
+        params: Iterable[np.ndarray],
+        config: Config | None = None,
+        *,
+        flavor: str = "pytorch",
+        **overrides: Any,
+    ) -> None:
+        self.params = list(params)
+        for i, p in enumerate(self.params):
+            if not isinstance(p, np.ndarray):
+                raise TypeError(f"params[{i}] must be a numpy.ndarray, got {type(p).__name__}")
+        base = config if config is not None else _flavors.flavor(flavor)
+        self.config = base.replace(**overrides)
+        self.state: list[LeafState] = init(self.params, self.config)
+
+    def step(self, grads: Iterable[np.ndarray | None]) -> None:
+        """Updates every parameter in place from its gradient (``None``: skip it)."""
+        grads = list(grads)
+        new_params, self.state = update(self.params, grads, self.state, self.config)
+        for param, new in zip(self.params, new_params):
+            param[...] = new
+
+
+def _as_real(x: np.ndarray | None) -> np.ndarray | None:
+    if x is None:
+        return None
+    return np.ascontiguousarray(x).view(x.real.dtype).reshape(*x.shape, 2)
+
+
+def _as_complex(x: np.ndarray | None) -> np.ndarray | None:
+    if x is None:
+        return None
+    return np.ascontiguousarray(x).view(np.result_type(x.dtype, np.complex64)).reshape(x.shape[:-1])
+
+
+def _map_state(fn: Callable[[Any], Any], state: LeafState) -> LeafState:
+    return LeafState(
+        state.step, fn(state.square_avg), fn(state.grad_avg), fn(state.momentum_buffer)
+    )
+
+
+def _is_leaf(x: object) -> bool:
+    return not isinstance(x, (list, tuple, dict)) or isinstance(x, LeafState)
+
+
+def _tree_map(fn: Callable[[Any], T], tree: Tree) -> Any:
+    leaves, rebuild = _flatten(tree)
+    return rebuild([fn(leaf) for leaf in leaves])
+
+
+def _flatten(tree: Tree) -> tuple[list[Any], Callable[[list[Any]], Tree]]:
+    """Splits a list/tuple/dict tree into its leaves and a function that rebuilds it."""
+    if _is_leaf(tree):
+        return [tree], lambda leaves: leaves[0]
+    items = list(tree.items()) if isinstance(tree, dict) else list(enumerate(tree))
+    parts = [_flatten(child) for _, child in items]
+    sizes = [len(leaves) for leaves, _ in parts]
+
+    def rebuild(leaves: list[Any]) -> Tree:
+        children, start = [], 0
+        for size, (_, sub_rebuild) in zip(sizes, parts):
+            children.append(sub_rebuild(leaves[start : start + size]))
+            start += size
+        if isinstance(tree, dict):
+            return {key: child for (key, _), child in zip(items, children)}
+        return type(tree)(children)
+
+    return [leaf for leaves, _ in parts for leaf in leaves], rebuild

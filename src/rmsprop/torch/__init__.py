@@ -1,0 +1,9 @@
+"""PyTorch backend: `RMSprop`, a drop-in for `torch.optim.RMSprop`, and its functional form.
+
+Importing this module imports torch; ``import rmsprop`` alone does not.
+"""
+
+from rmsprop.torch._functional import rmsprop
+from rmsprop.torch._optimizer import RMSprop
+
+__all__ = ["RMSprop", "rmsprop"]

@@ -1,0 +1,380 @@
+"""`RMSprop`: a drop-in `torch.optim.RMSprop` that computes every flavor."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import (
+    Optimizer,
+    ParamsT,
+    _default_to_fused_or_foreach,
+    _use_grad_for_differentiable,
+)
+
+from rmsprop import flavors
+from rmsprop._config import FIELD_NAMES, Config
+from rmsprop.torch._functional import rmsprop
+
+__all__ = ["RMSprop"]
+
+# Config fields under the names torch.optim.RMSprop gives them in param groups.
+_GROUP_KEY = {name: ("alpha" if name == "decay" else name) for name in FIELD_NAMES}
+# The fields the step reads (the initial average is only read at state creation).
+_STEP_FIELDS = tuple(name for name in FIELD_NAMES if name != "initial_square_avg")
+_STATE_KEYS = ("step", "square_avg", "momentum_buffer", "grad_avg")
+
+
+class _Default:
+    """A default argument that was not given: shows as its value in signatures.
+
+    With ``flavor=``, arguments the caller did not pass come from the flavor,
+    so `RMSprop` must tell ``lr=1e-2`` passed from ``lr`` left alone.
+    """
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return self.value == (other.value if isinstance(other, _Default) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop, drop-in for `torch.optim.RMSprop`, in every framework's flavor.
+
+    With no ``flavor`` it computes what ``torch.optim.RMSprop`` computes, with
+    the same arguments, defaults, state keys and ``state_dict`` layout:
+
+    .. math::
+
+        v_t = \rho v_{t-1} + (1-\rho) g_t^2, \qquad
+        \theta_t = \theta_{t-1} - \eta \, \frac{g_t}{\sqrt{v_t} + \epsilon}
+
+    ``flavor="tensorflow"`` (or ``"keras"``, ``"optax"``, ``"timm"``, ``"dqn"``,
+    ... see `rmsprop.FLAVORS`) switches to that framework's exact rule and
+    defaults; any argument you pass overrides the flavor's value. The full rule,
+    in the order it is computed, is in `rmsprop.Config`.
+
+    Args:
+        params: parameters or named parameters, or dicts defining param groups.
+            A group may override any hyperparameter below.
+        lr: learning rate η, a float or a 1-element tensor (default: 1e-2).
+        alpha: ρ, decay of the running averages (default: 0.99).
+        eps: ε, added to the denominator (default: 1e-8).
+        weight_decay: λ (default: 0), L2 on the gradient unless
+            ``decoupled_weight_decay``.
+        momentum: μ (default: 0).
+        centered: divide by the estimated variance (default: False).
+        capturable: keep ``step`` (and a tensor ``lr``) on the parameters'
+            device, so the step can be captured in a CUDA graph (default: False).
+        foreach: use the multi-tensor path; ``None`` picks it on CUDA, as
+            PyTorch does (default: None).
+        maximize: ascend instead of descend (default: False).
+        differentiable: let autograd through the step (single-tensor path
+            only) (default: False).
+        flavor: a flavor name whose rule and defaults to start from
+            (default: ``"pytorch"``).
+        decay: another name for ``alpha`` (`Config`'s); give one or the other.
+        eps_in_sqrt, initial_square_avg, nesterov, lr_in_momentum,
+        bias_correction, decoupled_weight_decay: the `Config` fields of the
+            same name; ``None`` takes the flavor's value.
+
+    Raises:
+        ValueError, TypeError: an invalid setting (checked by `rmsprop.Config`).
+
+    Example:
+        >>> import torch
+        >>> from rmsprop.torch import RMSprop
+        >>> model = torch.nn.Linear(4, 1)
+        >>> opt = RMSprop(model.parameters(), flavor="tensorflow", lr=1e-3, momentum=0.9)
+        >>> model(torch.randn(8, 4)).pow(2).mean().backward()
+        >>> opt.step()
+        >>> sorted(opt.state[model.weight])
+        ['momentum_buffer', 'square_avg', 'step']
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = _Default(1e-2),  # type: ignore[assignment]
+        alpha: float = _Default(0.99),  # type: ignore[assignment]
+        eps: float = _Default(1e-8),  # type: ignore[assignment]
+        weight_decay: float = _Default(0),  # type: ignore[assignment]
+        momentum: float = _Default(0),  # type: ignore[assignment]
+        centered: bool = _Default(False),  # type: ignore[assignment]
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = _Default(False),  # type: ignore[assignment]
+        differentiable: bool = False,
+        *,
+        flavor: str | None = None,
+        decay: float | None = None,
+        eps_in_sqrt: bool | None = None,
+        initial_square_avg: float | None = None,
+        nesterov: bool | None = None,
+        lr_in_momentum: bool | None = None,
+        bias_correction: bool | None = None,
+        decoupled_weight_decay: bool | None = None,
+    ) -> None:
+        given = {
+            name: value
+            for name, value in dict(
+                lr=lr,
+                decay=alpha,
+                eps=eps,
+                weight_decay=weight_decay,
+                momentum=momentum,
+                centered=centered,
+                maximize=maximize,
+            ).items()
+            if not isinstance(value, _Default)
+        }
+        if decay is not None:
+            if "decay" in given:
+                raise TypeError("RMSprop got both alpha and decay; they are the same setting")
+            given["decay"] = decay
+        extras = dict(
+            eps_in_sqrt=eps_in_sqrt,
+            initial_square_avg=initial_square_avg,
+            nesterov=nesterov,
+            lr_in_momentum=lr_in_momentum,
+            bias_correction=bias_correction,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        given.update({name: value for name, value in extras.items() if value is not None})
+
+        tensor_lr = given.get("lr") if isinstance(given.get("lr"), Tensor) else None
+        if tensor_lr is not None:
+            given["lr"] = _lr_value(tensor_lr)
+        config = flavors.flavor(flavor if flavor is not None else "pytorch", **given)
+
+        defaults: dict[str, Any] = {_GROUP_KEY[f]: getattr(config, f) for f in FIELD_NAMES}
+        if tensor_lr is not None:
+            defaults["lr"] = tensor_lr
+        defaults.update(capturable=capturable, foreach=foreach, differentiable=differentiable)
+        if foreach and differentiable:
+            raise ValueError("foreach=True does not support differentiable=True")
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Adds a param group, validating its hyperparameters first.
+
+        A group may name ``decay`` instead of ``alpha``. An invalid group is
+        refused and the optimizer is left as it was.
+        """
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        if "decay" in param_group:
+            if "alpha" in param_group:
+                raise TypeError("param group has both alpha and decay; they are the same setting")
+            param_group = dict(param_group)
+            param_group["alpha"] = param_group.pop("decay")
+        _group_config({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            # Groups saved by torch.optim.RMSprop (or an older version) lack
+            # the extra fields: take this optimizer's defaults for them.
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if p_state and not torch.is_tensor(p_state["step"]):
+                    p_state["step"] = _new_step(p, group["capturable"], float(p_state["step"]))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads a state dict of this class or of `torch.optim.RMSprop`.
+
+        Everything is checked before anything changes: a state dict with the
+        wrong structure, an invalid hyperparameter, or a state tensor of the
+        wrong shape or dtype raises `ValueError` and leaves this optimizer as
+        it was.
+        """
+        self._check_state_dict(state_dict)
+        super().load_state_dict(state_dict)
+
+    @_use_grad_for_differentiable
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Performs one optimization step.
+
+        Args:
+            closure: re-evaluates the model and returns the loss (optional).
+        """
+        _graph_capture_health_check(self)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        for group in self.param_groups:
+            params, grads, square_avgs, grad_avgs, buffers, steps = self._init_group(group)
+            foreach = group["foreach"]
+            if foreach is None:
+                _, foreach = _default_to_fused_or_foreach(
+                    params, group["differentiable"], use_fused=False
+                )
+            rmsprop(
+                params,
+                grads,
+                square_avgs,
+                grad_avgs,
+                buffers,
+                steps,
+                foreach=foreach,
+                capturable=group["capturable"],
+                differentiable=group["differentiable"],
+                **{field: group[_GROUP_KEY[field]] for field in _STEP_FIELDS},
+            )
+        return loss
+
+    def _init_group(self, group: dict[str, Any]) -> tuple[list[Tensor], ...]:
+        params, grads, square_avgs, grad_avgs, buffers, steps = [], [], [], [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("RMSprop does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                state["step"] = _new_step(p, group["capturable"])
+                state["square_avg"] = torch.full_like(
+                    p, group["initial_square_avg"], memory_format=torch.preserve_format
+                )
+            # Created when first needed, so momentum or centered may be turned
+            # on in a group mid-run (the buffers start at zero).
+            if group["momentum"] > 0 and "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["centered"] and "grad_avg" not in state:
+                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+            params.append(p)
+            grads.append(p.grad)
+            steps.append(state["step"])
+            square_avgs.append(state["square_avg"])
+            if group["momentum"] > 0:
+                buffers.append(state["momentum_buffer"])
+            if group["centered"]:
+                grad_avgs.append(state["grad_avg"])
+        return params, grads, square_avgs, grad_avgs, buffers, steps
+
+    def _check_state_dict(self, state_dict: Any) -> None:
+        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError("state_dict must be a dict with keys 'state' and 'param_groups'")
+        saved_groups = state_dict["param_groups"]
+        if not isinstance(saved_groups, (list, tuple)) or len(saved_groups) != len(
+            self.param_groups
+        ):
+            raise ValueError(
+                f"loaded state dict has {_count(saved_groups)} parameter groups; "
+                f"this optimizer has {len(self.param_groups)}"
+            )
+        param_of: dict[Any, tuple[Tensor, dict[str, Any]]] = {}
+        for i, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            if not isinstance(saved, Mapping) or "params" not in saved:
+                raise ValueError(f"param_groups[{i}] must be a dict with a 'params' list")
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"param_groups[{i}] has {len(saved['params'])} parameters in the state "
+                    f"dict and {len(group['params'])} in this optimizer"
+                )
+            merged = {**self.defaults, **saved}
+            try:
+                _group_config(merged)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"param_groups[{i}] of the state dict: {error}") from None
+            for key, p in zip(saved["params"], group["params"]):
+                param_of[key] = (p, merged)
+
+        saved_state = state_dict["state"]
+        if not isinstance(saved_state, Mapping):
+            raise ValueError("state_dict['state'] must be a dict")
+        for key, entry in saved_state.items():
+            if key not in param_of:
+                raise ValueError(f"state_dict['state'] has an entry {key!r} for no parameter")
+            p, group = param_of[key]
+            _check_param_state(f"state_dict['state'][{key!r}]", entry, p, group)
+
+
+def _check_param_state(where: str, entry: Any, p: Tensor, group: dict[str, Any]) -> None:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{where} must be a dict, got {type(entry).__name__}")
+    unknown = sorted(set(entry) - set(_STATE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{where} has unknown keys {unknown}; RMSprop state has {list(_STATE_KEYS)}"
+        )
+    required = ["step", "square_avg"]
+    required += ["momentum_buffer"] if group["momentum"] > 0 else []
+    required += ["grad_avg"] if group["centered"] else []
+    missing = [k for k in required if k not in entry]
+    if missing:
+        raise ValueError(f"{where} is missing {missing}")
+    step = entry["step"]
+    if torch.is_tensor(step):
+        ok = step.numel() == 1 and not step.is_complex() and math.isfinite(float(step))
+    else:
+        ok = isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step)
+    if not ok or float(step) < 0:
+        raise ValueError(f"{where}['step'] must be a finite number >= 0, got {step!r}")
+    for name in _STATE_KEYS[1:]:
+        if name not in entry:
+            continue
+        value = entry[name]
+        if not torch.is_tensor(value):
+            raise ValueError(f"{where}[{name!r}] must be a tensor, got {type(value).__name__}")
+        if value.shape != p.shape:
+            raise ValueError(
+                f"{where}[{name!r}] has shape {tuple(value.shape)}; "
+                f"its parameter has shape {tuple(p.shape)}"
+            )
+        kind_ok = value.is_complex() if p.is_complex() else value.is_floating_point()
+        if not kind_ok:
+            raise ValueError(
+                f"{where}[{name!r}] has dtype {value.dtype}, which cannot hold the "
+                f"state of a {p.dtype} parameter"
+            )
+
+
+def _group_config(group: Mapping[str, Any]) -> Config:
+    """Validates a param group's hyperparameters by building its `Config`."""
+    lr = group["lr"]
+    if isinstance(lr, Tensor):
+        lr = _lr_value(lr)
+    return Config(**{field: group[key] for field, key in _GROUP_KEY.items() if field != "lr"}, lr=lr)
+
+
+def _lr_value(lr: Tensor) -> float:
+    if lr.numel() != 1:
+        raise ValueError(f"a tensor lr must have 1 element, got shape {tuple(lr.shape)}")
+    return float(lr.detach().item())
+
+
+def _new_step(p: Tensor, capturable: bool, value: float = 0.0) -> Tensor:
+    # PyTorch's choice: float32 (float64 under a float64 default dtype), on the
+    # CPU unless the step must be capturable.
+    dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    return torch.tensor(value, dtype=dtype, device=p.device if capturable else "cpu")
+
+
+def _graph_capture_health_check(optimizer: Optimizer) -> None:
+    # Renamed from _cuda_graph_capture_health_check in torch 2.8.
+    check = getattr(optimizer, "_accelerator_graph_capture_health_check", None) or getattr(
+        optimizer, "_cuda_graph_capture_health_check", None
+    )
+    if check is not None:
+        check()
+
+
+def _count(groups: Any) -> Any:
+    return len(groups) if isinstance(groups, (list, tuple)) else type(groups).__name__
