@@ -108,9 +108,7 @@ class Config:
                 # on whether the caller passed an int or a NumPy scalar.
                 object.__setattr__(self, field.name, float(value))
         if self.nesterov and self.momentum == 0:
-            raise ValueError(
-                "Config.nesterov = True needs momentum > 0 (got momentum = 0.0)"
-            )
+            raise ValueError("Config.nesterov = True needs momentum > 0 (got momentum = 0.0)")
         if self.bias_correction and self.decay == 1:
             raise ValueError(
                 "Config.bias_correction = True needs decay < 1 (got decay = 1.0): "
@@ -153,9 +151,7 @@ def _check_bool(name: str, value: object) -> None:
     # NumPy's bool scalar is not a bool subclass but is what array comparisons give.
     is_numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")
     if not isinstance(value, bool) and not is_numpy_bool:
-        raise TypeError(
-            f"Config.{name} must be a bool, got {type(value).__name__} {value!r}"
-        )
+        raise TypeError(f"Config.{name} must be a bool, got {type(value).__name__} {value!r}")
 
 
 def _check_number(name: str, value: object, low: float, high: float) -> None:
@@ -168,6 +164,4 @@ def _check_number(name: str, value: object, low: float, high: float) -> None:
         raise ValueError(f"Config.{name} = {value!r} is not finite")
     if not low <= number <= high:
         allowed = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
-        raise ValueError(
-            f"Config.{name} = {value!r} is out of range: it must be {allowed}"
-        )
+        raise ValueError(f"Config.{name} = {value!r} is out of range: it must be {allowed}")

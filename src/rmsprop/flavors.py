@@ -94,8 +94,7 @@ _FLAVOR_LIST = (
         "caffe",
         Config(lr=1e-2, decay=0.99, eps=1e-8),
         "Caffe RMSPropSolver",
-        "BVLC/caffe src/caffe/solvers/rmsprop_solver.cpp, caffe.proto "
-        "(rms_decay=0.99, delta=1e-8)",
+        "BVLC/caffe src/caffe/solvers/rmsprop_solver.cpp, caffe.proto (rms_decay=0.99, delta=1e-8)",
         "base_lr is set in the solver file; 1e-2 here. Caffe forbids momentum; "
         "its weight_decay is L2 on the gradient.",
     ),

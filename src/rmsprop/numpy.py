@@ -29,8 +29,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from rmsprop._config import Config
 from rmsprop import flavors as _flavors
+from rmsprop._config import Config
 
 __all__ = ["LeafState", "RMSprop", "init", "update"]
 
@@ -120,7 +120,9 @@ def _update_leaf(
     c = config
     lr, rho, mu, wd = c.lr, c.decay, c.momentum, c.weight_decay
     step = state.step + 1
-    v, m, b = state.square_avg, state.grad_avg, state.momentum_buffer
+    v = state.square_avg
+    m: Any = state.grad_avg  # an array when centered
+    b: Any = state.momentum_buffer  # an array when momentum > 0
 
     g = -grad if c.maximize else grad
     if wd != 0 and not c.decoupled_weight_decay:
@@ -197,21 +199,20 @@ class RMSprop:
             param[...] = new
 
 
-def _as_real(x: np.ndarray | None) -> np.ndarray | None:
-    if x is None:
-        return None
+def _as_real(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x).view(x.real.dtype).reshape(*x.shape, 2)
 
 
-def _as_complex(x: np.ndarray | None) -> np.ndarray | None:
-    if x is None:
-        return None
+def _as_complex(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x).view(np.result_type(x.dtype, np.complex64)).reshape(x.shape[:-1])
 
 
-def _map_state(fn: Callable[[Any], Any], state: LeafState) -> LeafState:
+def _map_state(fn: Callable[[np.ndarray], np.ndarray], state: LeafState) -> LeafState:
+    def maybe(x: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None else fn(x)
+
     return LeafState(
-        state.step, fn(state.square_avg), fn(state.grad_avg), fn(state.momentum_buffer)
+        state.step, fn(state.square_avg), maybe(state.grad_avg), maybe(state.momentum_buffer)
     )
 
 

@@ -92,7 +92,7 @@ def _single_tensor_rmsprop(
     momentum_buffers: list[Tensor],
     state_steps: list[Tensor],
     *,
-    lr: float | Tensor,
+    lr: Any,  # a float, or a device scalar when capturable
     decay: float,
     eps: float,
     eps_in_sqrt: bool,
@@ -186,7 +186,7 @@ def _multi_tensor_rmsprop(
     momentum_buffers: list[Tensor],
     state_steps: list[Tensor],
     *,
-    lr: float | Tensor,
+    lr: Any,  # a float, or a device scalar when capturable
     decay: float,
     eps: float,
     eps_in_sqrt: bool,
@@ -210,12 +210,12 @@ def _multi_tensor_rmsprop(
         [params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps]  # type: ignore[list-item]
     )
     for (group_params, group_grads, group_v, group_m, group_b, group_steps), _ in groups.values():
-        params_ = list(group_params)
-        grads_ = list(group_grads)
-        v = list(group_v)
-        m = list(group_m) if centered else []
-        b = list(group_b) if momentum > 0 else []
-        steps = list(group_steps)
+        params_: list[Any] = list(group_params)
+        grads_: list[Any] = list(group_grads)
+        v: list[Any] = list(group_v)
+        m: list[Any] = list(group_m) if centered else []
+        b: list[Any] = list(group_b) if momentum > 0 else []
+        steps: list[Any] = list(group_steps)
 
         if maximize:
             grads_ = list(torch._foreach_neg(grads_))
@@ -303,6 +303,4 @@ def _multi_tensor_rmsprop(
 
 def _view_as_real(*tensors: Any) -> Any:
     """Complex tensors as (..., 2) real views, others (and None) unchanged."""
-    return [
-        torch.view_as_real(t) if t is not None and torch.is_complex(t) else t for t in tensors
-    ]
+    return [torch.view_as_real(t) if t is not None and torch.is_complex(t) else t for t in tensors]

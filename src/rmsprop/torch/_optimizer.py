@@ -6,8 +6,6 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
-from torch import Tensor
 from torch.optim.optimizer import (
     Optimizer,
     ParamsT,
@@ -15,9 +13,11 @@ from torch.optim.optimizer import (
     _use_grad_for_differentiable,
 )
 
+import torch
 from rmsprop import flavors
 from rmsprop._config import FIELD_NAMES, Config
 from rmsprop.torch._functional import rmsprop
+from torch import Tensor
 
 __all__ = ["RMSprop"]
 
@@ -42,7 +42,7 @@ class _Default:
         return repr(self.value)
 
     def __eq__(self, other: object) -> bool:
-        return self.value == (other.value if isinstance(other, _Default) else other)
+        return bool(self.value == (other.value if isinstance(other, _Default) else other))
 
     def __hash__(self) -> int:
         return hash(self.value)
@@ -105,7 +105,7 @@ class RMSprop(Optimizer):
     def __init__(
         self,
         params: ParamsT,
-        lr: float | Tensor = _Default(1e-2),  # type: ignore[assignment]
+        lr: float | Tensor = _Default(1e-2),  # type: ignore[assignment]  # noqa: B008
         alpha: float = _Default(0.99),  # type: ignore[assignment]
         eps: float = _Default(1e-8),  # type: ignore[assignment]
         weight_decay: float = _Default(0),  # type: ignore[assignment]
@@ -152,13 +152,13 @@ class RMSprop(Optimizer):
         )
         given.update({name: value for name, value in extras.items() if value is not None})
 
-        tensor_lr = given.get("lr") if isinstance(given.get("lr"), Tensor) else None
-        if tensor_lr is not None:
+        tensor_lr = given.get("lr")
+        if isinstance(tensor_lr, Tensor):
             given["lr"] = _lr_value(tensor_lr)
         config = flavors.flavor(flavor if flavor is not None else "pytorch", **given)
 
         defaults: dict[str, Any] = {_GROUP_KEY[f]: getattr(config, f) for f in FIELD_NAMES}
-        if tensor_lr is not None:
+        if isinstance(tensor_lr, Tensor):
             defaults["lr"] = tensor_lr
         defaults.update(capturable=capturable, foreach=foreach, differentiable=differentiable)
         if foreach and differentiable:
@@ -351,7 +351,9 @@ def _group_config(group: Mapping[str, Any]) -> Config:
     lr = group["lr"]
     if isinstance(lr, Tensor):
         lr = _lr_value(lr)
-    return Config(**{field: group[key] for field, key in _GROUP_KEY.items() if field != "lr"}, lr=lr)
+    return Config(
+        **{field: group[key] for field, key in _GROUP_KEY.items() if field != "lr"}, lr=lr
+    )
 
 
 def _lr_value(lr: Tensor) -> float:
