@@ -46,7 +46,8 @@ def assert_same_models(a, b):
 
 
 def assert_same_state(opt_a, opt_b):
-    for (pa, sa), (pb, sb) in zip(opt_a.state.items(), opt_b.state.items()):
+    assert len(opt_a.state) == len(opt_b.state)
+    for sa, sb in zip(opt_a.state.values(), opt_b.state.values()):
         assert sorted(sa) == sorted(sb)
         for key in sa:
             assert torch.equal(sa[key], sb[key]), key
@@ -134,7 +135,9 @@ def test_param_group_keys_are_torchs_plus_the_extra_fields():
 @pytest.mark.parametrize("direction", ["torch-to-ours", "ours-to-torch"])
 def test_state_dict_moves_between_the_two_and_training_continues_identically(direction, options):
     first_cls, second_cls = (
-        (torch.optim.RMSprop, RMSprop) if direction == "torch-to-ours" else (RMSprop, torch.optim.RMSprop)
+        (torch.optim.RMSprop, RMSprop)
+        if direction == "torch-to-ours"
+        else (RMSprop, torch.optim.RMSprop)
     )
     model = make_model()
     opt = first_cls(model.parameters(), lr=0.01, **options)
