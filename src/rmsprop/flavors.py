@@ -21,7 +21,7 @@ from typing import Any
 
 from rmsprop._config import Config
 
-__all__ = ["FLAVORS", "Flavor", "flavor"]
+__all__ = ["FLAVORS", "Flavor", "flavor", "flavor_table"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,3 +178,34 @@ def flavor(name: str, **overrides: Any) -> Config:
         known = ", ".join(FLAVORS)
         raise ValueError(f"unknown flavor {name!r}; the known flavors are: {known}") from None
     return preset.config.replace(**overrides)
+
+
+def flavor_table() -> str:
+    """The flavors as a Markdown table, generated from the presets.
+
+    Example:
+        >>> print(flavor_table().splitlines()[2][:50])
+        | `pytorch` | 0.01 | 0.99 | 1e-08 | outside | 0 |
+    """
+    header = (
+        "| flavor | lr | decay ρ | ε | ε vs root | v₀ | centered | momentum "
+        "| lr vs momentum buffer | weight decay | reproduces |"
+    )
+    rows = [header, "|" + "---|" * header.count(" | ") + "---|"]
+    for preset in FLAVORS.values():
+        c = preset.config
+        cells = [
+            f"`{preset.name}`",
+            f"{c.lr:g}",
+            f"{c.decay:g}",
+            f"{c.eps:g}",
+            "inside" if c.eps_in_sqrt else "outside",
+            f"{c.initial_square_avg:g}",
+            "yes" if c.centered else "no",
+            f"{c.momentum:g}",
+            "inside" if c.lr_in_momentum else "outside",
+            "decoupled" if c.decoupled_weight_decay else "L2",
+            preset.title,
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
