@@ -24,6 +24,7 @@ Example (the textbook rule, one step):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
 
@@ -159,11 +160,21 @@ def _update_leaf(
 class RMSprop:
     """A small stateful optimizer over a list of NumPy arrays, updated in place.
 
+    With ``fused`` (the default when Numba is installed, ``rmsprop[fast]``)
+    each step runs the fused CPU kernel: one multi-threaded pass over memory,
+    no temporaries, float32 math for float16 arrays. It computes the same
+    rule as `update` up to floating-point rounding; arrays it cannot take
+    (non-contiguous, or not float16/32/64 or complex) take `update`'s path.
+
     Args:
         params: the arrays to optimize (each is modified in place by `step`).
         config: the rule; default: the ``flavor``'s.
         flavor: a flavor name, used when ``config`` is not given.
+        fused: use the fused CPU kernel; ``None``: when it is installed.
         **overrides: `Config` fields to change, e.g. ``lr=0.1``.
+
+    Raises:
+        RuntimeError: ``fused=True`` but Numba is not installed.
 
     Example:
         >>> import numpy as np
@@ -181,6 +192,7 @@ class RMSprop:
         config: Config | None = None,
         *,
         flavor: str = "pytorch",
+        fused: bool | None = None,
         **overrides: Any,
     ) -> None:
         self.params = list(params)
@@ -190,13 +202,64 @@ class RMSprop:
         base = config if config is not None else _flavors.flavor(flavor)
         self.config = base.replace(**overrides)
         self.state: list[LeafState] = init(self.params, self.config)
+        self.fused = False
+        if fused is not False:
+            from rmsprop import _fused_cpu  # loads Numba: only when asked for
+
+            if fused and not _fused_cpu.AVAILABLE:
+                raise RuntimeError(f"fused=True, but {_fused_cpu.WHY_UNAVAILABLE}")
+            self.fused = _fused_cpu.AVAILABLE
 
     def step(self, grads: Iterable[np.ndarray | None]) -> None:
         """Updates every parameter in place from its gradient (``None``: skip it)."""
         grads = list(grads)
+        if len(grads) != len(self.params):
+            raise ValueError(f"got {len(grads)} gradients for {len(self.params)} parameters")
+        if self.fused:
+            self._fused_step(grads)
+            return
         new_params, self.state = update(self.params, grads, self.state, self.config)
         for param, new in zip(self.params, new_params):
             param[...] = new
+
+    def _fused_step(self, grads: list[np.ndarray | None]) -> None:
+        from rmsprop import _fused_cpu
+
+        fields = dataclasses.asdict(self.config)
+        jobs: list[_fused_cpu.Job] = []
+        for i, (param, grad) in enumerate(zip(self.params, grads)):
+            if grad is None:
+                continue
+            leaf = self.state[i]
+            grad = np.asarray(grad, dtype=param.dtype)
+            arrays = [param, grad, leaf.square_avg, leaf.grad_avg, leaf.momentum_buffer]
+            flat = _flat_views(arrays)
+            if flat is None:
+                new_param, self.state[i] = _update_leaf(param, grad, leaf, self.config)
+                param[...] = new_param
+                continue
+            self.state[i] = leaf._replace(step=leaf.step + 1)
+            c = _fused_cpu.coefficients(**fields, step=leaf.step + 1)
+            if flat[0].dtype in _fused_cpu.KERNEL_DTYPES:
+                jobs += _fused_cpu.array_jobs(flat, c)
+            else:
+                jobs += _fused_cpu.converted_jobs(flat, c, _copy)
+        _fused_cpu.run(jobs)
+
+
+def _flat_views(arrays: list[np.ndarray | None]) -> list[Any] | None:
+    """1-D views of the arrays' memory (complex as pairs of reals), or None if impossible."""
+    present = [a for a in arrays if a is not None]
+    if not present[0].flags.c_contiguous or present[0].dtype.kind not in "fc":
+        return None
+    if any(a.dtype != present[0].dtype or not a.flags.c_contiguous for a in present):
+        return None
+    views = [None if a is None else a.reshape(-1).view(a.real.dtype) for a in arrays]
+    return views if views[0].dtype.itemsize in (2, 4, 8) else None  # type: ignore[union-attr]
+
+
+def _copy(destination: np.ndarray, source: np.ndarray) -> None:
+    destination[...] = source
 
 
 def _as_real(x: np.ndarray) -> np.ndarray:

@@ -69,9 +69,17 @@ def torch_params(problem: Problem, dtype: torch.dtype) -> list[torch.Tensor]:
     return params
 
 
-def run_torch(config: Config, problem: Problem, dtype: torch.dtype, foreach: bool):
+# The three code paths, as RMSprop arguments.
+PATHS = {
+    "forloop": {"foreach": False, "fused": False},
+    "foreach": {"foreach": True, "fused": False},
+    "fused": {"fused": True},
+}
+
+
+def run_torch(config: Config, problem: Problem, dtype: torch.dtype, path: str):
     params = torch_params(problem, dtype)
-    opt = RMSprop(params, foreach=foreach, **dataclasses.asdict(config))
+    opt = RMSprop(params, **PATHS[path], **dataclasses.asdict(config))
     for step, grads in enumerate(problem.grads):
         for p, g in zip(params, grads):
             p.grad = None if g is None else torch.tensor(g, dtype=p.dtype)
@@ -108,23 +116,23 @@ def test_both_paths_match_the_float64_oracle(desc, config, dtype_name):
     problem = make_problem(dtype)
     expected = [as_real(p) for p in run_oracle(config, problem)]
     results = {}
-    for foreach in (False, True):
-        params, _ = run_torch(config, problem, dtype, foreach)
-        results[foreach] = [as_real_numpy(p) for p in params]
-        for got, want in zip(results[foreach], expected):
+    for path in PATHS:
+        params, _ = run_torch(config, problem, dtype, path)
+        results[path] = [as_real_numpy(p) for p in params]
+        for got, want in zip(results[path], expected):
             np.testing.assert_allclose(got, want, **TOLERANCES[dtype_name])
     # On the CPU the foreach kernels loop over the same ops: bitwise equal in
     # float32/64. (In bfloat16 torch's own CPU foreach kernels keep some
     # intermediates in float32, so torch.optim.RMSprop's two paths differ too.)
     if dtype != torch.bfloat16:
-        for single, multi in zip(results[False], results[True]):
+        for single, multi in zip(results["forloop"], results["foreach"]):
             np.testing.assert_array_equal(single, multi)
 
 
 def test_parameter_without_gradient_does_not_move_or_count_a_step():
     problem = make_problem(torch.float64)
     config = Config(momentum=0.9)
-    params, opt = run_torch(config, problem, torch.float64, foreach=False)
+    params, opt = run_torch(config, problem, torch.float64, "fused")
     steps = [opt.state[p]["step"].item() for p in params]
     assert steps[NO_GRAD_AT[1]] == ORACLE_STEPS - 1
     assert steps[0] == ORACLE_STEPS

@@ -92,8 +92,9 @@ def test_complex_parameters_match_torch_optim():
     torch.manual_seed(0)
     z = torch.randn(4, 3, dtype=torch.complex64)
     ours, theirs = z.clone().requires_grad_(), z.clone().requires_grad_()
-    opt_ours = RMSprop([ours], centered=True, momentum=0.9, weight_decay=0.1)
-    opt_theirs = torch.optim.RMSprop([theirs], centered=True, momentum=0.9, weight_decay=0.1)
+    options = dict(centered=True, momentum=0.9, weight_decay=0.1, foreach=False)
+    opt_ours = RMSprop([ours], **options)
+    opt_theirs = torch.optim.RMSprop([theirs], **options)
     for _ in range(30):
         g = torch.randn(4, 3, dtype=torch.complex64)
         ours.grad, theirs.grad = g.clone(), g.clone()
@@ -121,7 +122,7 @@ def test_param_group_keys_are_torchs_plus_the_extra_fields():
     assert set(theirs) <= set(ours)
     assert set(ours) - set(theirs) == {
         "eps_in_sqrt", "initial_square_avg", "nesterov", "lr_in_momentum",
-        "bias_correction", "decoupled_weight_decay",
+        "bias_correction", "decoupled_weight_decay", "fused",
     }  # fmt: skip
     for key in theirs:
         if key != "params":
@@ -140,12 +141,13 @@ def test_state_dict_moves_between_the_two_and_training_continues_identically(dir
         else (RMSprop, torch.optim.RMSprop)
     )
     model = make_model()
-    opt = first_cls(model.parameters(), lr=0.01, **options)
+    # foreach=False travels in the state dict, so both continue on the for-loop path.
+    opt = first_cls(model.parameters(), lr=0.01, foreach=False, **options)
     train(model, opt, 10, seed=1)
     saved = copy.deepcopy(opt.state_dict())  # loading shares tensors: keep a private copy
 
     reference = copy.deepcopy(model)
-    reference_opt = first_cls(reference.parameters(), lr=0.01, **options)
+    reference_opt = first_cls(reference.parameters(), lr=0.01, foreach=False, **options)
     reference_opt.load_state_dict(copy.deepcopy(saved))
     train(reference, reference_opt, 10, seed=2)
 
@@ -158,17 +160,18 @@ def test_state_dict_moves_between_the_two_and_training_continues_identically(dir
     assert_same_state(moved_opt, reference_opt)
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_save_at_step_k_load_into_a_fresh_optimizer_and_continue(foreach, tmp_path):
+@pytest.mark.parametrize("path", ["forloop", "foreach", "fused"])
+def test_save_at_step_k_load_into_a_fresh_optimizer_and_continue(path, tmp_path):
     options = dict(flavor="tensorflow", momentum=0.9, centered=True, weight_decay=0.01)
     uninterrupted = make_model()
-    opt = RMSprop(uninterrupted.parameters(), foreach=foreach, **options)
+    switches = {"forloop": dict(foreach=False), "foreach": dict(foreach=True)}.get(path, {})
+    opt = RMSprop(uninterrupted.parameters(), fused=path == "fused", **switches, **options)
     train(uninterrupted, opt, 10, seed=1)
     resumed = copy.deepcopy(uninterrupted)
     torch.save(opt.state_dict(), tmp_path / "opt.pt")
     train(uninterrupted, opt, 15, seed=2)
 
-    fresh = RMSprop(resumed.parameters(), foreach=foreach)  # a pytorch-flavored optimizer
+    fresh = RMSprop(resumed.parameters())  # pytorch-flavored; the path comes from the state
     fresh.load_state_dict(torch.load(tmp_path / "opt.pt"))
     assert fresh.param_groups[0]["initial_square_avg"] == 1.0  # the saved flavor came back
     train(resumed, fresh, 15, seed=2)

@@ -25,6 +25,7 @@ def rmsprop(
     state_steps: list[Tensor],
     *,
     foreach: bool,
+    fused: bool = False,
     capturable: bool = False,
     differentiable: bool = False,
     lr: float | Tensor,
@@ -44,13 +45,19 @@ def rmsprop(
 
     ``grad_avgs`` is empty unless ``centered``, ``momentum_buffers`` unless
     ``momentum > 0``. The hyperparameters are `rmsprop.Config`'s fields; see
-    :class:`rmsprop.torch.RMSprop` for the rule.
+    :class:`rmsprop.torch.RMSprop` for the rule. ``fused`` runs the fused CPU
+    kernel (CPU tensors only), ``foreach`` the multi-tensor path, neither the
+    single-tensor loop.
     """
     if isinstance(lr, Tensor) and not capturable:
         # Reading a CPU scalar once per step is cheap; a device-resident lr is
         # only kept on the device where the caller asked for capturable steps.
         lr = lr.item()
-    impl = _multi_tensor_rmsprop if foreach else _single_tensor_rmsprop
+    if fused:
+        # Imported on first use: it loads Numba, which plain torch users never need.
+        from rmsprop.torch._fused_cpu import _fused_cpu_rmsprop as impl
+    else:
+        impl = _multi_tensor_rmsprop if foreach else _single_tensor_rmsprop
     impl(
         params,
         grads,

@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
+from torch import Tensor
 from torch.optim.optimizer import (
     Optimizer,
     ParamsT,
@@ -13,11 +15,9 @@ from torch.optim.optimizer import (
     _use_grad_for_differentiable,
 )
 
-import torch
 from rmsprop import flavors
 from rmsprop._config import FIELD_NAMES, Config
 from rmsprop.torch._functional import rmsprop
-from torch import Tensor
 
 __all__ = ["RMSprop"]
 
@@ -81,6 +81,11 @@ class RMSprop(Optimizer):
         maximize: ascend instead of descend (default: False).
         differentiable: let autograd through the step (single-tensor path
             only) (default: False).
+        fused: use the fused kernel for the tensors' device: on the CPU a
+            multi-threaded single pass over memory (needs ``rmsprop[fast]``,
+            i.e. Numba). ``None`` picks it for CPU tensors when neither
+            ``foreach`` nor ``differentiable`` is set; ``True`` where it cannot
+            run is an error, never a silent fallback (default: None).
         flavor: a flavor name whose rule and defaults to start from
             (default: ``"pytorch"``).
         decay: another name for ``alpha`` (`Config`'s); give one or the other.
@@ -116,6 +121,7 @@ class RMSprop(Optimizer):
         maximize: bool = _Default(False),  # type: ignore[assignment]
         differentiable: bool = False,
         *,
+        fused: bool | None = None,
         flavor: str | None = None,
         decay: float | None = None,
         eps_in_sqrt: bool | None = None,
@@ -160,9 +166,16 @@ class RMSprop(Optimizer):
         defaults: dict[str, Any] = {_GROUP_KEY[f]: getattr(config, f) for f in FIELD_NAMES}
         if isinstance(tensor_lr, Tensor):
             defaults["lr"] = tensor_lr
-        defaults.update(capturable=capturable, foreach=foreach, differentiable=differentiable)
+        defaults.update(
+            capturable=capturable, foreach=foreach, differentiable=differentiable, fused=fused
+        )
         if foreach and differentiable:
             raise ValueError("foreach=True does not support differentiable=True")
+        if fused and (foreach or differentiable):
+            raise ValueError(
+                f"fused=True cannot be combined with "
+                f"{'foreach=True' if foreach else 'differentiable=True'}"
+            )
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -219,11 +232,7 @@ class RMSprop(Optimizer):
 
         for group in self.param_groups:
             params, grads, square_avgs, grad_avgs, buffers, steps = self._init_group(group)
-            foreach = group["foreach"]
-            if foreach is None:
-                _, foreach = _default_to_fused_or_foreach(
-                    params, group["differentiable"], use_fused=False
-                )
+            fused, foreach = _choose_path(group, params)
             rmsprop(
                 params,
                 grads,
@@ -232,6 +241,7 @@ class RMSprop(Optimizer):
                 buffers,
                 steps,
                 foreach=foreach,
+                fused=fused,
                 capturable=group["capturable"],
                 differentiable=group["differentiable"],
                 **{field: group[_GROUP_KEY[field]] for field in _STEP_FIELDS},
@@ -344,6 +354,27 @@ def _check_param_state(where: str, entry: Any, p: Tensor, group: dict[str, Any])
                 f"{where}[{name!r}] has dtype {value.dtype}, which cannot hold the "
                 f"state of a {p.dtype} parameter"
             )
+
+
+def _choose_path(group: dict[str, Any], params: list[Tensor]) -> tuple[bool, bool]:
+    """(fused, foreach) for this step: what the group asks for, or the fastest that can run."""
+    fused, foreach = group["fused"], group["foreach"]
+    if fused:
+        from rmsprop.torch._fused_cpu import unsupported_reason
+
+        reason = unsupported_reason(params)
+        if reason:
+            raise RuntimeError(f"fused=True, but {reason}")
+        return True, False
+    automatic = fused is None and foreach is None and not group["differentiable"]
+    if automatic and params and all(p.device.type == "cpu" for p in params):
+        from rmsprop.torch._fused_cpu import unsupported_reason
+
+        if not unsupported_reason(params):
+            return True, False
+    if foreach is None:
+        _, foreach = _default_to_fused_or_foreach(params, group["differentiable"], use_fused=False)
+    return False, bool(foreach)
 
 
 def _group_config(group: Mapping[str, Any]) -> Config:

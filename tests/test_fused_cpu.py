@@ -1,0 +1,92 @@
+"""The fused CPU kernel through the NumPy backend, against the reference."""
+
+import numpy as np
+import pytest
+from tables import TOLERANCES, config_kwargs, flavor_cases, random_configs
+
+import rmsprop.numpy as rnp
+from rmsprop import Config, flavor
+
+pytest.importorskip("numba", reason="the fused CPU kernel needs the fast extra (numba)")
+from rmsprop import _fused_cpu
+
+CASES = list(flavor_cases()) + list(random_configs(10))
+# Below, at and beyond the chunk, and big enough to be split over threads.
+SIZES = [0, 1, 33, _fused_cpu.CHUNK + 3, 5 * _fused_cpu.CHUNK + 1]
+
+
+def trajectories(config, dtype, steps=20, seed=0):
+    rng = np.random.default_rng(seed)
+    start = [rng.standard_normal(n).astype(dtype) for n in SIZES]
+    grads = [[rng.standard_normal(n).astype(dtype) for n in SIZES] for _ in range(steps)]
+    fused, reference = [p.copy() for p in start], [p.astype(np.float64) for p in start]
+    opt = rnp.RMSprop(fused, config, fused=True)
+    state = rnp.init(reference, config)
+    for step_grads in grads:
+        opt.step(step_grads)
+        wide = [g.astype(np.float64) for g in step_grads]
+        reference, state = rnp.update(reference, wide, state, config)
+    return fused, reference
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(("desc", "config"), CASES, ids=[d for d, _ in CASES])
+def test_fused_matches_the_float64_oracle(desc, config, dtype, monkeypatch):
+    monkeypatch.setenv("RMSPROP_NUM_THREADS", "2")
+    fused, reference = trajectories(config, np.dtype(dtype))
+    for got, want in zip(fused, reference):
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(got, want, **TOLERANCES[dtype])
+
+
+def test_float16_arrays_get_float32_math():
+    # One step on float16 equals the float32 step on the same values, rounded once.
+    config = flavor("keras", momentum=0.9)
+    half = [np.full(70_000, 0.5, np.float16)]
+    single = [half[0].astype(np.float32)]
+    g = np.full(70_000, 0.25, np.float16)
+    rnp.RMSprop(half, config, fused=True).step([g])
+    rnp.RMSprop(single, config, fused=True).step([g.astype(np.float32)])
+    np.testing.assert_array_equal(half[0], single[0].astype(np.float16))
+
+
+def test_complex_and_non_contiguous_arrays():
+    config = flavor("pytorch", momentum=0.5, centered=True)
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal(9) + 1j * rng.standard_normal(9)
+    strided = rng.standard_normal((6, 4)).T  # not C-contiguous: the reference takes it
+    fused_params, ref_params = [z.copy(), strided.T.copy().T], [z.copy(), strided.copy()]
+    assert not fused_params[1].flags.c_contiguous
+    fused_opt = rnp.RMSprop(fused_params, config, fused=True)
+    ref_opt = rnp.RMSprop(ref_params, config, fused=False)
+    for _ in range(5):
+        grads = [rng.standard_normal(9) + 1j * rng.standard_normal(9), rng.standard_normal((4, 6))]
+        fused_opt.step(grads)
+        ref_opt.step(grads)
+    for a, b in zip(fused_params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+
+
+def test_none_gradients_and_bad_calls(monkeypatch):
+    params = [np.ones(3), np.ones(2)]
+    opt = rnp.RMSprop(params, fused=True, **config_kwargs(Config()))
+    opt.step([np.ones(3), None])
+    assert params[1].tolist() == [1.0, 1.0] and opt.state[1].step == 0 and opt.state[0].step == 1
+    with pytest.raises(ValueError, match="got 1 gradients for 2 parameters"):
+        opt.step([np.ones(3)])
+    monkeypatch.setattr(_fused_cpu, "AVAILABLE", False)
+    monkeypatch.setattr(_fused_cpu, "WHY_UNAVAILABLE", "numba is not installed")
+    with pytest.raises(RuntimeError, match="fused=True, but numba is not installed"):
+        rnp.RMSprop([np.ones(2)], fused=True)
+    assert rnp.RMSprop([np.ones(2)]).fused is False  # the default quietly uses the reference
+
+
+def test_coefficients_fold_the_rule():
+    from rmsprop._fused_cpu import coefficients
+
+    c = coefficients(**config_kwargs(Config(lr=0.1, eps=1e-3, eps_in_sqrt=True)), step=1)
+    assert (c.eps_in, c.eps_out, c.lr_out, c.nest_u, c.nest_b) == (1e-3, 0.0, 0.1, 0.0, 1.0)
+    tf = Config(lr=0.1, momentum=0.9, lr_in_momentum=True, nesterov=True, decay=0.9)
+    c = coefficients(**config_kwargs(tf.replace(bias_correction=True)), step=2)
+    assert (c.buf_scale, c.lr_out, c.nest_u, c.nest_b) == (0.1, 1.0, 0.1, 0.9)
+    assert c.bias == pytest.approx(1 / (1 - 0.81))

@@ -1,0 +1,134 @@
+"""The fused CPU path: threads, chunk edges, 16-bit math, choosing it, and refusing it."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the torch backend needs the torch extra")
+pytest.importorskip("numba", reason="the fused CPU kernel needs the fast extra (numba)")
+
+from rmsprop import _fused_cpu  # noqa: E402
+from rmsprop.torch import RMSprop  # noqa: E402
+from rmsprop.torch._optimizer import _choose_path  # noqa: E402
+
+# Sizes around the chunk edge, and one big enough to be split over threads.
+SIZES = [1, _fused_cpu.CHUNK - 1, _fused_cpu.CHUNK + 1, 3 * _fused_cpu.CHUNK + 5, 300_007]
+OPTIONS = [
+    {},
+    {"momentum": 0.9, "centered": True, "weight_decay": 0.1},
+    {"flavor": "tensorflow", "momentum": 0.9, "nesterov": True, "bias_correction": True},
+    {"flavor": "keras", "weight_decay": 0.1, "maximize": True, "momentum": 0.5},
+]
+
+
+def run(dtype, options, path, steps=5, threads="2", monkeypatch=None, values=None):
+    """Steps parameters of `dtype` whose values (and gradients) are representable in `values`."""
+    monkeypatch.setenv("RMSPROP_NUM_THREADS", threads)
+    values = values or dtype
+
+    def draw(n, generator=None):
+        return torch.randn(n, generator=generator, dtype=torch.float64).to(values).to(dtype)
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(draw(n)) for n in SIZES]
+    opt = RMSprop(params, **path, **options)
+    for step in range(steps):
+        generator = torch.Generator().manual_seed(step)
+        for p in params:
+            p.grad = draw(p.shape, generator)
+        opt.step()
+    return params, opt
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=["plain", "centered", "tf-nesterov", "keras"])
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float64, 1e-13), (torch.float32, 1e-5)], ids=["f64", "f32"]
+)
+def test_threaded_chunks_match_the_single_tensor_path(dtype, tolerance, options, monkeypatch):
+    fused, _ = run(dtype, options, {"fused": True}, monkeypatch=monkeypatch)
+    loop, _ = run(dtype, options, {"foreach": False}, monkeypatch=monkeypatch)
+    for a, b in zip(fused, loop):
+        torch.testing.assert_close(a, b, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_tensors_get_float32_math(dtype, monkeypatch):
+    # One step on 16-bit tensors equals the float32 step on the same values,
+    # rounded once at the end: the math in between is float32.
+    options = {"momentum": 0.9, "centered": True}
+    fused, opt = run(dtype, options, {"fused": True}, steps=1, monkeypatch=monkeypatch)
+    wide, _ = run(
+        torch.float32, options, {"fused": True}, steps=1, monkeypatch=monkeypatch, values=dtype
+    )
+    for a, b in zip(fused, wide):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b.to(dtype).float(), rtol=0, atol=0)
+    assert opt.state[fused[0]]["square_avg"].dtype == dtype
+
+
+def test_the_threaded_and_serial_runs_agree_exactly(monkeypatch):
+    options = {"momentum": 0.9, "centered": True}
+    two, _ = run(torch.float32, options, {"fused": True}, threads="2", monkeypatch=monkeypatch)
+    one, _ = run(torch.float32, options, {"fused": True}, threads="1", monkeypatch=monkeypatch)
+    for a, b in zip(two, one):
+        assert torch.equal(a, b)
+
+
+def test_fused_is_the_default_on_cpu_unless_another_path_is_asked_for():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    assert _choose_path(RMSprop(params).param_groups[0], params) == (True, False)
+    assert _choose_path(RMSprop(params, foreach=True).param_groups[0], params) == (False, True)
+    assert _choose_path(RMSprop(params, foreach=False).param_groups[0], params) == (False, False)
+    group = RMSprop(params, differentiable=True).param_groups[0]
+    assert _choose_path(group, params) == (False, False)
+
+
+def test_fused_true_where_it_cannot_run_is_an_error(monkeypatch):
+    meta = torch.nn.Parameter(torch.empty(3, device="meta"))
+    meta.grad = torch.empty(3, device="meta")
+    with pytest.raises(
+        RuntimeError, match="fused=True, but the fused CPU kernel needs CPU tensors"
+    ):
+        RMSprop([meta], fused=True).step()
+    monkeypatch.setattr(_fused_cpu, "AVAILABLE", False)
+    monkeypatch.setattr(_fused_cpu, "WHY_UNAVAILABLE", "numba is not installed")
+    cpu = torch.nn.Parameter(torch.ones(3))
+    cpu.grad = torch.ones(3)
+    with pytest.raises(RuntimeError, match="fused=True, but numba is not installed"):
+        RMSprop([cpu], fused=True).step()
+    RMSprop([cpu]).step()  # the default quietly takes another path
+
+
+@pytest.mark.parametrize(
+    ("switches", "message"),
+    [
+        ({"foreach": True}, "fused=True cannot be combined with foreach=True"),
+        ({"differentiable": True}, "fused=True cannot be combined with differentiable=True"),
+    ],
+)
+def test_contradictory_switches_are_refused(switches, message):
+    with pytest.raises(ValueError, match=message):
+        RMSprop([torch.nn.Parameter(torch.ones(2))], fused=True, **switches)
+
+
+def test_mixed_dtypes_and_layouts_in_one_group():
+    shapes_dtypes = [((7,), torch.float32), ((5,), torch.float64), ((4, 3), torch.bfloat16)]
+
+    def make():
+        torch.manual_seed(0)
+        return [torch.nn.Parameter(torch.randn(s, dtype=d)) for s, d in shapes_dtypes] + [
+            torch.nn.Parameter(torch.randn(3, 4).t()),  # non-contiguous: the loop takes it
+            torch.nn.Parameter(torch.randn(3, dtype=torch.complex64)),
+        ]
+
+    fused, loop = make(), make()
+    for params, path in ((fused, {"fused": True}), (loop, {"foreach": False})):
+        opt = RMSprop(params, momentum=0.5, **path)
+        for step in range(3):
+            for p in params:
+                p.grad = torch.full_like(p, 0.5 + step)
+            opt.step()
+    for a, b in zip(fused, loop):
+        # bfloat16: the loop computes in bfloat16, the kernel in float32.
+        tolerance = 1e-2 if a.dtype == torch.bfloat16 else 1e-6
+        torch.testing.assert_close(a, b, rtol=tolerance, atol=tolerance)
