@@ -171,10 +171,12 @@ def rmsprop(
         update ← -step - η·λ·θ if decoupled_weight_decay, else -step
 
     where η is the learning rate (a schedule's value at ``count``), ρ = decay,
-    ε = eps, μ = momentum and λ = weight_decay. With a constant learning rate
-    and no flavor, this is `optax.rmsprop`'s arithmetic, operation for
-    operation, except that the centered variance is clamped at 0 (where optax
-    returns NaN for a slightly negative ``v - m²``).
+    ε = eps, μ = momentum and λ = weight_decay. Without a flavor or the extra
+    options this performs `optax.rmsprop`'s operations in optax's order, so
+    the two agree to rounding (under `jax.jit`, XLA may fuse ``a*b + c`` into
+    one FMA in different places), with one exception: the centered variance is
+    clamped at 0, where optax takes the root of a slightly negative ``v̂ - m̂²``
+    (NaN with ε outside the root).
 
     Complex parameters are treated as pairs of independent real numbers, as
     PyTorch and `rmsprop.numpy` do: the real and imaginary parts each get their
@@ -184,6 +186,8 @@ def rmsprop(
     The numeric hyperparameters may be arrays, traced under `jax.jit`, so
     `optax.inject_hyperparams` can change them at run time; `rmsprop.Config`
     checks them when they are concrete (inject_hyperparams' ``init``).
+
+    The defaults below are optax's; with ``flavor``, the flavor's.
 
     Args:
         learning_rate: η, a float or an optax schedule (a function of the step
@@ -272,7 +276,7 @@ def _checkable(name: str, value: Any) -> Any:
     """What `Config` checks for field ``name``: a concrete number, or a stand-in."""
     if name == "momentum" and value is None:
         return 0.0
-    if callable(value) or isinstance(value, jax.core.Tracer):
+    if (name == "lr" and callable(value)) or isinstance(value, jax.core.Tracer):
         return _UNCHECKED
     if isinstance(value, (jax.Array, np.ndarray)) and value.ndim == 0:
         return value.item()  # concrete, e.g. what inject_hyperparams' init passes

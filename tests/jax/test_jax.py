@@ -485,6 +485,23 @@ def test_jit_does_not_recompile() -> None:
     assert int(state.count) == 4
 
 
+def test_state_dtypes_hold_when_gradients_are_wider_than_params() -> None:
+    # float64 gradients for float32 params: computed in float64, the state
+    # stays float32, so a jitted loop (or lax.scan) keeps one signature.
+    with precision("float64"):
+        opt = jax_rmsprop(0.1, momentum=0.9, centered=True)
+        params = {"w": jnp.ones(3, jnp.float32)}
+        state = opt.init(params)
+        step = jax.jit(opt.update)
+        for _ in range(2):
+            updates, new_state = step({"w": jnp.full(3, 0.5, jnp.float64)}, state, params)
+            assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(
+                lambda x: x.dtype, state
+            )
+            state = new_state
+        assert updates["w"].dtype == jnp.float64  # the gradients' dtype, as in optax
+
+
 def test_inject_hyperparams_learning_rate_matches_the_schedule() -> None:
     params, grads = (to_jax(t, "float32") for t in random_problem(6, 40, shapes=SHAPES))
     scheduled = jax_rmsprop(SCHEDULE, momentum=0.9, nesterov=True, weight_decay=0.01)
@@ -522,10 +539,18 @@ def test_inject_hyperparams_can_change_every_number_at_run_time() -> None:
         state = opt.init(params)
         assert all(isinstance(v, jax.Array) for v in state.hyperparams.values())
         changed = dict(numbers, decay=0.6, momentum=0.7, eps=1e-4, weight_decay=0.0)
-        step = jax.jit(opt.update)
+        traces = []
+
+        @jax.jit
+        def step(grads: Any, state: Any, params: Any) -> tuple[Any, Any]:
+            traces.append(1)
+            return opt.update(grads, state, params)
+
         updates, state = step(grads, state, params)
-        state.hyperparams.update({k: jnp.asarray(v) for k, v in changed.items()})
+        # Strongly typed, as init made them: a weak type would retrace.
+        state.hyperparams.update({k: jnp.asarray(v, jnp.float64) for k, v in changed.items()})
         updates, state = step(grads, state, params)
+        assert len(traces) == 1
 
         static = jax_rmsprop(0.1, **numbers, **flags)
         static_changed = jax_rmsprop(0.1, **changed, **flags)
