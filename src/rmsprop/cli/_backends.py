@@ -1,0 +1,171 @@
+"""What this machine can run: package versions, devices, and each backend's code paths.
+
+Every probe is a function here returning a `Probe`; `rmsprop info` prints
+them and other commands may use them. When a code path is built, its probe
+is the one function to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import os
+import platform
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+__all__ = ["PACKAGES", "Probe", "code_paths", "devices", "versions"]
+
+# Packages `rmsprop info` reports, with what they are for here.
+PACKAGES: dict[str, str] = {
+    "numpy": "core",
+    "torch": "rmsprop[torch]",
+    "jax": "rmsprop[jax]",
+    "jaxlib": "rmsprop[jax]",
+    "optax": "rmsprop[jax]",
+    "triton": "GPU kernels",
+    "numba": "CPU kernels",
+    "matplotlib": "rmsprop[demo]",
+    "scikit-learn": "rmsprop[demo]",
+    "rich": "rmsprop[demo]",
+}
+
+NOT_BUILT_YET = "not built yet"
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """One thing that is or isn't usable here, and why."""
+
+    name: str
+    available: bool
+    why: str
+
+
+def versions() -> dict[str, str | None]:
+    """Python, rmsprop and each of `PACKAGES`: its version, or ``None`` if not installed.
+
+    Read from the installed metadata: nothing is imported.
+    """
+    import rmsprop
+
+    found: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "rmsprop": rmsprop.__version__,
+    }
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _torch() -> tuple[Any, str]:
+    """(the torch module or None, why not)."""
+    if not _installed("torch"):
+        return None, "torch is not installed: pip install 'rmsprop[torch]'"
+    try:
+        return importlib.import_module("torch"), ""
+    except Exception as error:  # a broken install: report it, don't crash `info`
+        return None, f"torch is installed but fails to import: {error}"
+
+
+def devices() -> list[Probe]:
+    """The CPU, and CUDA as torch sees it."""
+    probes = [Probe("cpu", True, f"{os.cpu_count() or '?'} cores, {platform.machine()}")]
+    torch, why = _torch()
+    if torch is None:
+        probes.append(Probe("cuda", False, why))
+    elif torch.version.cuda is None:
+        probes.append(Probe("cuda", False, f"torch {torch.__version__} is built without CUDA"))
+    elif not torch.cuda.is_available():
+        probes.append(
+            Probe(
+                "cuda", False, f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no GPU"
+            )
+        )
+    else:
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        probes.append(Probe("cuda", True, f"CUDA {torch.version.cuda}: {', '.join(names)}"))
+    return probes
+
+
+def _numpy_reference() -> Probe:
+    import numpy
+
+    return Probe("numpy reference", True, f"rmsprop.numpy, numpy {numpy.__version__}: always")
+
+
+def _torch_single_tensor() -> Probe:
+    torch, why = _torch()
+    if torch is None:
+        return Probe("torch single-tensor", False, why)
+    return Probe(
+        "torch single-tensor",
+        True,
+        f"rmsprop.torch.RMSprop(foreach=False), torch {torch.__version__}; any device",
+    )
+
+
+def _torch_foreach() -> Probe:
+    torch, why = _torch()
+    if torch is None:
+        return Probe("torch foreach", False, why)
+    return Probe(
+        "torch foreach",
+        True,
+        f"rmsprop.torch.RMSprop(foreach=True), torch {torch.__version__}; the default on CUDA",
+    )
+
+
+def _torch_fused_cuda() -> Probe:
+    # When the fused CUDA kernel exists: available iff it imports and CUDA has a GPU.
+    return Probe("torch fused CUDA", False, NOT_BUILT_YET)
+
+
+def _torch_fused_cpu() -> Probe:
+    # When the fused CPU kernel exists: available iff its compiler/runtime (e.g. numba) imports.
+    return Probe("torch fused CPU", False, NOT_BUILT_YET)
+
+
+def _triton_interpreter() -> Probe:
+    # When the Triton kernel exists: available iff triton imports (TRITON_INTERPRET=1 on CPU).
+    return Probe("Triton interpreter", False, NOT_BUILT_YET)
+
+
+def _jax() -> Probe:
+    if not _installed("rmsprop.jax"):
+        return Probe("jax", False, NOT_BUILT_YET)
+    missing = [name for name in ("jax", "optax") if not _installed(name)]
+    if missing:
+        return Probe(
+            "jax", False, f"{' and '.join(missing)} not installed: pip install 'rmsprop[jax]'"
+        )
+    return Probe("jax", True, f"rmsprop.jax, jax {metadata.version('jax')}")
+
+
+# Every code path, in the order `rmsprop info` lists them.
+_CODE_PATHS: tuple[Callable[[], Probe], ...] = (
+    _numpy_reference,
+    _torch_single_tensor,
+    _torch_foreach,
+    _torch_fused_cuda,
+    _torch_fused_cpu,
+    _triton_interpreter,
+    _jax,
+)
+
+
+def code_paths() -> list[Probe]:
+    """Each backend's code paths: available here or not, and why."""
+    return [probe() for probe in _CODE_PATHS]

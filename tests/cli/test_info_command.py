@@ -1,0 +1,72 @@
+"""`rmsprop info`: versions, devices and code paths."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+
+import numpy as np
+
+from rmsprop.cli import main
+from rmsprop.cli._backends import NOT_BUILT_YET, PACKAGES, code_paths
+
+CODE_PATHS = (
+    "numpy reference",
+    "torch single-tensor",
+    "torch foreach",
+    "torch fused CUDA",
+    "torch fused CPU",
+    "Triton interpreter",
+    "jax",
+)
+
+
+def installed(package: str) -> bool:
+    try:
+        metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def test_info_lists_versions_devices_and_code_paths(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for title in ("Versions", "Devices", "Backends and code paths"):
+        assert f"\n{title}\n" in f"\n{out}"
+    versions = out.split("Versions\n")[1].split("\n\n")[0].splitlines()[2:]
+    rows = {line.split()[0]: line.split()[1:] for line in versions}
+    assert rows["python"][0] == platform.python_version()
+    assert rows["numpy"][0] == np.__version__
+    for package in PACKAGES:
+        expected = metadata.version(package) if installed(package) else "not"
+        assert rows[package][0] == expected, package
+    for path in CODE_PATHS:
+        assert any(line.strip().startswith(path) for line in out.splitlines()), path
+
+
+def test_json_has_the_same_data():
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert main(["info", "--json"]) == 0
+    data = json.loads(buffer.getvalue())
+    assert data["versions"]["numpy"] == np.__version__
+    assert [probe["name"] for probe in data["code_paths"]] == list(CODE_PATHS)
+    assert {probe["name"] for probe in data["devices"]} == {"cpu", "cuda"}
+    assert all(
+        isinstance(probe["available"], bool) and probe["why"] for probe in data["code_paths"]
+    )
+
+
+def test_the_reference_is_always_available_and_unbuilt_paths_say_so():
+    probes = {probe.name: probe for probe in code_paths()}
+    assert probes["numpy reference"].available
+    for name in ("torch fused CUDA", "torch fused CPU", "Triton interpreter"):
+        assert not probes[name].available and probes[name].why == NOT_BUILT_YET
+    torch_installed = installed("torch")
+    assert probes["torch foreach"].available == torch_installed
+    assert probes["torch single-tensor"].available == torch_installed
