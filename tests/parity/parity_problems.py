@@ -139,6 +139,7 @@ def run_numpy(case: Case) -> np.ndarray:
 def run_torch(case: Case) -> np.ndarray:
     """`rmsprop.torch.RMSprop`, the learning rate set on the param group each step."""
     import torch
+
     from rmsprop.torch import RMSprop
 
     dtype = getattr(torch, case.dtype)
@@ -166,10 +167,10 @@ def jax_arguments(config: Config) -> dict[str, Any]:
 
 def run_jax(case: Case) -> np.ndarray:
     """`rmsprop.jax.rmsprop`, the learning rate an optax schedule of the step count."""
+    import jax
     import jax.numpy as jnp
     import optax
 
-    import jax
     import rmsprop.jax
 
     with jax.enable_x64(case.dtype == "float64"):
