@@ -13,6 +13,7 @@ from rmsprop.cli._backends import NOT_BUILT_YET, PACKAGES, code_paths
 
 CODE_PATHS = (
     "numpy reference",
+    "numpy fused CPU",
     "torch single-tensor",
     "torch foreach",
     "torch fused CUDA",
@@ -65,8 +66,13 @@ def test_json_has_the_same_data():
 def test_the_reference_is_always_available_and_unbuilt_paths_say_so():
     probes = {probe.name: probe for probe in code_paths()}
     assert probes["numpy reference"].available
-    for name in ("torch fused CUDA", "torch fused CPU", "Triton interpreter"):
+    for name in ("torch fused CUDA", "Triton interpreter"):
         assert not probes[name].available and probes[name].why == NOT_BUILT_YET
     torch_installed = installed("torch")
     assert probes["torch foreach"].available == torch_installed
     assert probes["torch single-tensor"].available == torch_installed
+    numba_installed = installed("numba")
+    assert probes["numpy fused CPU"].available == numba_installed
+    assert probes["torch fused CPU"].available == (numba_installed and torch_installed)
+    for probe in probes.values():
+        assert probe.why  # every line says why, available or not

@@ -26,7 +26,7 @@ PACKAGES: dict[str, str] = {
     "jaxlib": "rmsprop[jax]",
     "optax": "rmsprop[jax]",
     "triton": "GPU kernels",
-    "numba": "CPU kernels",
+    "numba": "rmsprop[fast]",
     "matplotlib": "rmsprop[demo]",
     "scikit-learn": "rmsprop[demo]",
     "rich": "rmsprop[demo]",
@@ -103,7 +103,9 @@ def devices() -> list[Probe]:
 def _numpy_reference() -> Probe:
     import numpy
 
-    return Probe("numpy reference", True, f"rmsprop.numpy, numpy {numpy.__version__}: always")
+    return Probe(
+        "numpy reference", True, f"rmsprop.numpy.update, numpy {numpy.__version__}: always"
+    )
 
 
 def _torch_single_tensor() -> Probe:
@@ -133,9 +135,32 @@ def _torch_fused_cuda() -> Probe:
     return Probe("torch fused CUDA", False, NOT_BUILT_YET)
 
 
+def _fused_cpu_kernel() -> tuple[bool, str]:
+    """(the fused CPU kernel can run, its Numba version or why not)."""
+    from rmsprop import _fused_cpu  # imports Numba when it is installed
+
+    if not _fused_cpu.AVAILABLE:
+        return False, _fused_cpu.WHY_UNAVAILABLE
+    return True, f"numba {metadata.version('numba')}"
+
+
+def _numpy_fused_cpu() -> Probe:
+    available, why = _fused_cpu_kernel()
+    if not available:
+        return Probe("numpy fused CPU", False, why)
+    return Probe("numpy fused CPU", True, f"rmsprop.numpy.RMSprop, {why}; its default")
+
+
 def _torch_fused_cpu() -> Probe:
-    # When the fused CPU kernel exists: available iff its compiler/runtime (e.g. numba) imports.
-    return Probe("torch fused CPU", False, NOT_BUILT_YET)
+    torch, why = _torch()
+    if torch is None:
+        return Probe("torch fused CPU", False, why)
+    available, why = _fused_cpu_kernel()
+    if not available:
+        return Probe("torch fused CPU", False, why)
+    return Probe(
+        "torch fused CPU", True, f"rmsprop.torch.RMSprop, {why}; the default for CPU tensors"
+    )
 
 
 def _triton_interpreter() -> Probe:
@@ -157,6 +182,7 @@ def _jax() -> Probe:
 # Every code path, in the order `rmsprop info` lists them.
 _CODE_PATHS: tuple[Callable[[], Probe], ...] = (
     _numpy_reference,
+    _numpy_fused_cpu,
     _torch_single_tensor,
     _torch_foreach,
     _torch_fused_cuda,

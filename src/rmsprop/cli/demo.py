@@ -13,7 +13,7 @@ from typing import Any
 from rmsprop.cli._common import CommandError, non_negative_int, positive_int
 from rmsprop.flavors import FLAVORS
 
-__all__ = ["DEMO_PACKAGES", "add_parser", "run"]
+__all__ = ["DEFAULT_FLAVORS", "DEMO_PACKAGES", "add_parser", "run"]
 
 # Import name → distribution name of what the demo needs beyond the core.
 DEMO_PACKAGES = {
@@ -22,7 +22,8 @@ DEMO_PACKAGES = {
     "sklearn": "scikit-learn",
     "rich": "rich",
 }
-_DEFAULT_FLAVORS = ("pytorch", "tensorflow", "keras", "dqn")  # as in _demo.run.DEFAULT_FLAVORS
+# PyTorch's rule, TF1's (ε inside the root, v₀ = 1), Keras's (ε inside, v₀ = 0), DQN's (centered).
+DEFAULT_FLAVORS = ("pytorch", "tensorflow", "keras", "dqn")
 
 _DESCRIPTION = """\
 Show what RMSprop does, and why its flavors matter, on this machine:
@@ -74,7 +75,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="NAME",
         help=(
             "an RMSprop flavor to compare; repeat for several "
-            f"(default: {' '.join(_DEFAULT_FLAVORS)}; see `rmsprop flavors`)"
+            f"(default: {' '.join(DEFAULT_FLAVORS)}; see `rmsprop flavors`)"
         ),
     )
     parser.add_argument(
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rmsprop.cli._demo.run import make_settings, run_demo
 
-    flavors = list(dict.fromkeys(args.flavors or _DEFAULT_FLAVORS))  # in order, no repeats
+    flavors = list(dict.fromkeys(args.flavors or DEFAULT_FLAVORS))  # in order, no repeats
     settings = make_settings(
         out=out,
         quick=args.quick,

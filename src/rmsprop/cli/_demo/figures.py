@@ -146,6 +146,8 @@ def plot_training(
         steps = runs[0].steps[:length]
         style = "-" if spec.is_rmsprop else "--"
         label = f"{spec.label}, lr {_format_lr(result.best_lr[spec.label])}"
+        if any(run.diverged for run in runs):
+            label += " (diverged)"
         for axes, metric in ((loss_axes, "train_loss"), (accuracy_axes, "test_accuracy")):
             mean, low, high = _band([getattr(run, metric) for run in runs])
             axes.plot(steps, mean, style, color=spec.color, linewidth=1.5, label=label)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import platform
 import time
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
+from rich.padding import Padding
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table as RichTable
+from rich.text import Text
 
 import rmsprop
 from rmsprop.cli._demo import figures, report, summary, textbook
@@ -30,9 +33,8 @@ from rmsprop.cli._demo.optimizers import OptimizerSpec, optimizer_specs
 from rmsprop.cli._demo.surfaces import CLOSE_GAP, SURFACES, SurfaceResult, tune_on_surface
 from rmsprop.cli._demo.training import TrainingResult, load_split_digits, tune
 
-__all__ = ["DEFAULT_FLAVORS", "DemoResults", "DemoSettings", "make_settings", "run_demo"]
+__all__ = ["DemoResults", "DemoSettings", "make_settings", "run_demo"]
 
-DEFAULT_FLAVORS = ("pytorch", "tensorflow", "keras", "dqn")
 # The training loss the tables count steps to (chance level is ln 10 ≈ 2.3).
 TARGET_LOSS = 0.1
 # Constant gradients of the step-size figure: one of order 1, one small.
@@ -41,9 +43,14 @@ STEP_SIZE_STEPS = 100
 
 
 def _half_decades(low: float, high: float) -> list[float]:
-    """1e-3, 3e-3, 1e-2, ... : powers of 10 and their √10 multiples, rounded to one digit."""
-    exponents = np.arange(np.log10(low), np.log10(high) + 1e-9, 0.5)
-    return [float(f"{10.0**exponent:.0e}") for exponent in exponents]
+    """Powers of 10 and their √10 multiples (rounded to 3) from ``low`` to ``high``.
+
+    Example:
+        >>> _half_decades(3e-4, 3)
+        [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
+    """
+    first, last = round(2 * math.log10(low)), round(2 * math.log10(high))
+    return [float(f"{10.0 ** (half / 2):.0e}") for half in range(first, last + 1)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +82,12 @@ def make_settings(
 ) -> DemoSettings:
     """The default demo takes about a minute on two CPU cores; ``quick`` about ten seconds."""
     if quick:
-        # Whole decades only: 4 learning rates instead of 7-8, 1 seed instead of 3.
+        # Whole decades only: 4 learning rates instead of 8-9, 1 seed instead of 3.
         surface_lrs = training_lrs = [1e-3, 1e-2, 1e-1, 1.0]
         default_steps, surface_steps, n_seeds = 150, 150, 1
     else:
         surface_lrs = _half_decades(3e-4, 1.0)
-        training_lrs = _half_decades(1e-3, 1.0)
+        training_lrs = _half_decades(3e-4, 3.0)
         default_steps, surface_steps, n_seeds = 600, 400, 3
     return DemoSettings(
         out=out,
@@ -118,8 +125,11 @@ class DemoResults:
 
 def _environment(device: torch.device) -> dict[str, str]:
     versions = {"python": platform.python_version(), "rmsprop": rmsprop.__version__}
-    for package in ("numpy", "torch", "matplotlib", "scikit-learn", "rich"):
-        versions[package] = metadata.version(package)
+    for package in ("numpy", "torch", "numba", "matplotlib", "scikit-learn", "rich"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:  # numba: rmsprop[fast], optional
+            versions[package] = "not installed"
     if device.type == "cuda":
         versions["device"] = torch.cuda.get_device_name(device)
     else:
@@ -259,7 +269,8 @@ def _run(settings: DemoSettings, console: Console) -> DemoResults:
     console.rule("4. Conclusion", align="left")
     sentences = summary.conclusions(step, first, series, surfaces, training, specs, s.target_loss)
     for sentence in sentences:
-        _say(console, f"  • {sentence}")
+        # Wrapped lines line up under the text, not under the bullet.
+        console.print(Padding(Text(f"• {sentence}"), (0, 0, 0, 2)), highlight=False)
 
     results = DemoResults(
         settings=s,

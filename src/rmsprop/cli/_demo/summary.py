@@ -36,9 +36,11 @@ class Table:
     rows: list[list[str]]
 
     def markdown(self) -> str:
-        lines = ["| " + " | ".join(self.headers) + " |", "|" + "---|" * len(self.headers)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines)
+        def line(cells: list[str]) -> str:
+            return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+        rule = "|" + "---|" * len(self.headers)
+        return "\n".join([line(self.headers), rule, *(line(row) for row in self.rows)])
 
 
 def _steps(value: int | None, limit: int) -> str:
@@ -124,11 +126,12 @@ def training_table(
         else:
             accuracy_text = f"{accuracy[0]:.2%}"
         seconds = _mean([run.seconds for run in runs])
+        loss = _mean([run.final("train_loss") for run in runs])
         rows.append(
             [
                 spec.label,
                 f"{result.best_lr[spec.label]:.0e}",
-                f"{_mean([run.final('train_loss') for run in runs]):.4f}",
+                f"{loss:.4f}" if math.isfinite(loss) else "—",
                 accuracy_text,
                 steps_text,
                 f"{seconds:.2f}",
@@ -222,7 +225,10 @@ def _surface_sentences(
             if top.label not in tied:
                 text += f"; the best RMSprop, {top.label}, ended at {_gap(run.final_gap)}"
             sgd = result.best.get("SGD")
-            if sgd is not None:
+            if sgd is not None and (run.steps_to(CLOSE_GAP), sgd.steps_to(CLOSE_GAP)) != (
+                None,
+                None,
+            ):
                 text += (
                     f". Steps to come within {CLOSE_GAP:g} of the minimum value: {top.label} "
                     f"{_steps(run.steps_to(CLOSE_GAP), result.steps)}, "
@@ -272,9 +278,24 @@ def _training_sentences(
                 f"With one seed, one test digit is {1 / result.n_test:.2%}: small gaps are noise "
                 f"(run without --quick for several seeds)."
             )
-    if diverged:
+    always = [
+        label
+        for label, by_lr in result.tuning.items()
+        if all(run.diverged for run in by_lr.values())
+    ]
+    for spec in specs:
+        if spec.label in always:
+            why = ""
+            if spec.flavor is not None and rmsprop.flavor(spec.flavor).eps == 0:
+                why = (
+                    " (its ε is 0: wherever a gradient and its running average are both "
+                    "exactly 0, the step is 0/0 = NaN)"
+                )
+            sentences.append(f"{spec.label} diverged at every learning rate tried{why}.")
+    sometimes = [label for label in diverged if label not in always]
+    if sometimes:
         sentences.append(
-            f"{_join(diverged)} diverged (non-finite or exploding loss) on at least one "
+            f"{_join(sometimes)} diverged (non-finite or exploding loss) on at least one "
             f"seed at the lr chosen for it."
         )
     reached = {
@@ -295,9 +316,10 @@ def _training_sentences(
         if "SGD" in all_reached and fastest != "SGD":
             text += f" (SGD: {all_reached['SGD']:.0f})"
         if never:
-            text += f"; {_join(never)} did not get there in {result.steps} steps on every seed"
+            text += f"; {_join(never)} did not get there within {result.steps} steps"
+            text += " on every seed" if seeds > 1 else ""
         sentences.append(text + ".")
-    rmsprops = [spec.label for spec in specs if spec.is_rmsprop]
+    rmsprops = [spec.label for spec in specs if spec.is_rmsprop and spec.label not in always]
     if len(rmsprops) > 1:
         lrs = {label: result.best_lr[label] for label in rmsprops}
         if max(lrs.values()) / min(lrs.values()) > 1.5:
@@ -328,7 +350,7 @@ def _training_sentences(
     edges = [
         label
         for label, lr in result.best_lr.items()
-        if lr in (min(result.tuning[label]), max(result.tuning[label]))
+        if lr in (min(result.tuning[label]), max(result.tuning[label])) and label not in always
     ]
     if edges:
         sentences.append(
