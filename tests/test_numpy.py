@@ -242,3 +242,12 @@ def test_bias_corrected_first_step_is_about_lr_times_sign(decay, g):
     config = Config(lr=0.1, decay=decay, eps=1e-12, bias_correction=True)
     theta, _ = one_step(config, np.zeros_like(g), g)
     np.testing.assert_allclose(theta, -0.1 * np.sign(g), rtol=1e-6)
+
+
+def test_complex_average_starts_at_the_initial_value_in_both_parts():
+    config = rmsprop.flavor("tensorflow")
+    state = rnp.init(np.zeros(2, np.complex128), config)
+    np.testing.assert_array_equal(state.square_avg, [1 + 1j, 1 + 1j])
+    z, _ = one_step(config, np.array([0j]), np.array([3 + 3j]))
+    real, _ = one_step(config, np.array([0.0, 0.0]), np.array([3.0, 3.0]))
+    np.testing.assert_array_equal([z[0].real, z[0].imag], real)

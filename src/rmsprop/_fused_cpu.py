@@ -9,10 +9,10 @@ or out of the momentum buffer, Nesterov, bias correction, maximize) are
 folded into per-tensor coefficients, so one loop body serves them all at no
 extra cost: multiplying by 1 or adding 0 is exact.
 
-Work is split into chunks and spread over a small thread pool; the kernel
-releases the GIL. 16-bit tensors are converted chunk by chunk into
-thread-local float32 buffers that stay in cache, so the math is float32 and
-memory is still crossed once.
+Small steps run inline; large ones are split into chunks spread over a small
+thread pool (the kernel releases the GIL). 16-bit tensors are converted chunk
+by chunk into thread-local float32 buffers that stay in cache, so the math is
+float32 and memory is still crossed once.
 
 Both backends launch it: `rmsprop.numpy` on arrays, `rmsprop.torch` on the
 arrays under CPU tensors.
@@ -116,15 +116,7 @@ def _kernel_source(p: Any, g: Any, v: Any, m: Any, b: Any, c: Any) -> None:
     # Numba compiles one version per dtype and per None-ness of m and b; the
     # `is None` branches are pruned at compile time, and the loop vectorizes.
     g_sign, l2, decay_scale, rho, one_minus_rho, bias = c[0], c[1], c[2], c[3], c[4], c[5]
-    eps_in, eps_out, mu, buf_scale, nest_u, nest_b, lr_out = (
-        c[6],
-        c[7],
-        c[8],
-        c[9],
-        c[10],
-        c[11],
-        c[12],
-    )
+    eps_in, eps_out, mu, buf_scale, nest_u, nest_b, lr_out = c[6:13]
     zero = rho - rho
     for i in range(p.size):
         gi = g_sign * g[i] + l2 * p[i]
@@ -150,65 +142,87 @@ _kernel: Any = (
     else None
 )
 
-
-def kernel(
-    p: np.ndarray,
-    g: np.ndarray,
-    v: np.ndarray,
-    m: np.ndarray | None,
-    b: np.ndarray | None,
-    c: Coefficients,
-) -> None:
-    """Runs the step in place on 1-D contiguous arrays of one float dtype (32 or 64 bit)."""
-    _kernel(p, g, v, m, b, tuple(p.dtype.type(x) for x in c))
-
-
-# ---- chunking and threads ------------------------------------------------------------
-
-Job = tuple[int, Callable[[], None]]  # (element count, the work)
-
-
-def array_jobs(arrays: Sequence[np.ndarray | None], c: Coefficients) -> list[Job]:
-    """Chunked jobs for 1-D contiguous float32 or float64 arrays (p, g, v, m, b), in place.
-
-    m and b are None where the rule has no centered average or momentum.
-    """
-    p = arrays[0]
-    assert p is not None
-    scalars = tuple(p.dtype.type(x) for x in c)
-    return [
-        (stop - start, _slice_job(arrays, slice(start, stop), scalars))
-        for start, stop in _chunks(p.size)
-    ]
-
-
+Arrays = Sequence[Any]  # p, g, v, m, b: 1-D, one length; m and b may be None
 Copy = Callable[[Any, Any], None]  # copy(destination, source), converting the dtype
 
 
-def converted_jobs(arrays: Sequence[Any], c: Coefficients, copy: Copy) -> list[Job]:
-    """Chunked jobs for 1-D contiguous 16-bit arrays (p, g, v, m, b): float32 math.
+class Task(NamedTuple):
+    """One tensor's step: its arrays, its coefficients, and how to reach float32.
 
-    Each chunk is copied into float32 buffers with ``copy``, stepped, and
-    copied back (rounded to nearest even); the gradient is only read.
+    ``copy`` is None when the arrays are float32 or float64 memory the kernel
+    updates directly; otherwise they are 16-bit, and ``copy`` moves chunks
+    between them and float32 buffers.
     """
-    size = len(arrays[0])
-    return [
-        (stop - start, _converted_job(arrays, slice(start, stop), c, copy))
-        for start, stop in _chunks(size)
-    ]
+
+    arrays: Arrays
+    coefficients: np.ndarray
+    copy: Copy | None
+
+
+def task(arrays: Arrays, c: np.ndarray, copy: Copy | None = None) -> Task:
+    """A `Task`; ``c`` is `as_array(coefficients)` in the kernel's dtype (float32 with ``copy``)."""
+    return Task(arrays, c, copy)
+
+
+def as_array(c: Coefficients, dtype: Any) -> np.ndarray:
+    """The coefficients as the small array the kernel reads (cheaper to pass than a tuple)."""
+    return np.array(c, dtype=dtype)
+
+
+def run(tasks: Sequence[Task]) -> None:
+    """Runs the tasks: inline when small, else in chunks spread over the threads."""
+    global _pool, _pool_size
+    total = sum(len(t.arrays[0]) for t in tasks)
+    threads = num_threads()
+    if threads == 1 or total < SERIAL_BELOW:
+        for t in tasks:
+            _run_range(t, 0, len(t.arrays[0]))
+        return
+    pieces = [(t, start, stop) for t in tasks for start, stop in _chunks(len(t.arrays[0]))]
+    if _pool is None or _pool_size != threads:
+        _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="rmsprop")
+        _pool_size = threads
+    groups = _balanced_groups(pieces, total, threads)
+    futures = [_pool.submit(_run_group, group) for group in groups[1:]]
+    _run_group(groups[0])  # the calling thread takes a share too
+    for future in futures:
+        future.result()
+
+
+Piece = tuple[Task, int, int]
+
+
+def _run_group(pieces: Sequence[Piece]) -> None:
+    for t, start, stop in pieces:
+        _run_range(t, start, stop)
+
+
+def _run_range(t: Task, start: int, stop: int) -> None:
+    if t.copy is None:
+        whole = start == 0 and stop == len(t.arrays[0])
+        arrays = t.arrays if whole else [None if a is None else a[start:stop] for a in t.arrays]
+        _kernel(*arrays, t.coefficients)
+        return
+    for chunk_start, chunk_stop in _chunks(stop - start):
+        _run_converted(t, slice(start + chunk_start, start + chunk_stop))
+
+
+def _run_converted(t: Task, s: slice) -> None:
+    n = s.stop - s.start
+    present = [a[s] for a in t.arrays if a is not None]
+    work = [buf[:n] for buf in _buffers(len(present))]
+    for buf, a in zip(work, present):
+        t.copy(buf, a)  # type: ignore[misc]
+    it = iter(work)
+    _kernel(*(None if a is None else next(it) for a in t.arrays), t.coefficients)
+    # g (index 1) is read-only; every other array is written back, rounded.
+    for index, (buf, a) in enumerate(zip(work, present)):
+        if index != 1:
+            t.copy(a, buf)  # type: ignore[misc]
 
 
 def _chunks(n: int) -> list[tuple[int, int]]:
     return [(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
-
-
-def _slice_job(
-    arrays: Sequence[np.ndarray | None], s: slice, scalars: tuple[Any, ...]
-) -> Callable[[], None]:
-    def job() -> None:
-        _kernel(*(None if a is None else a[s] for a in arrays), scalars)
-
-    return job
 
 
 _local = threading.local()
@@ -220,27 +234,6 @@ def _buffers(count: int) -> list[np.ndarray]:
     if buffers is None:
         buffers = _local.buffers = [np.empty(CHUNK, np.float32) for _ in range(5)]
     return buffers[:count]
-
-
-def _converted_job(
-    arrays: Sequence[Any], s: slice, c: Coefficients, copy: Copy
-) -> Callable[[], None]:
-    scalars = tuple(np.float32(x) for x in c)
-
-    def job() -> None:
-        n = s.stop - s.start
-        present = [a[s] for a in arrays if a is not None]
-        work = [buf[:n] for buf in _buffers(len(present))]
-        for buf, a in zip(work, present):
-            copy(buf, a)
-        it = iter(work)
-        _kernel(*(None if a is None else next(it) for a in arrays), scalars)
-        # g (index 1) is read-only; every other array is written back, rounded.
-        for index, (buf, a) in enumerate(zip(work, present)):
-            if index != 1:
-                copy(a, buf)
-
-    return job
 
 
 def num_threads() -> int:
@@ -258,36 +251,11 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
-def run(jobs: Sequence[Job]) -> None:
-    """Runs the jobs, spread over the threads in contiguous, equally sized groups."""
-    global _pool, _pool_size
-    total = sum(count for count, _ in jobs)
-    threads = min(num_threads(), max(1, len(jobs)))
-    if threads == 1 or total < SERIAL_BELOW:
-        for _, job in jobs:
-            job()
-        return
-    if _pool is None or _pool_size != threads:
-        _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="rmsprop")
-        _pool_size = threads
-    groups = _balanced_groups(jobs, total, threads)
-    futures = [_pool.submit(_run_group, group) for group in groups[1:]]
-    _run_group(groups[0])  # the calling thread takes a share too
-    for future in futures:
-        future.result()
-
-
-def _run_group(group: Sequence[Callable[[], None]]) -> None:
-    for job in group:
-        job()
-
-
-def _balanced_groups(
-    jobs: Sequence[Job], total: int, groups: int
-) -> list[list[Callable[[], None]]]:
-    out: list[list[Callable[[], None]]] = [[] for _ in range(groups)]
+def _balanced_groups(pieces: Sequence[Piece], total: int, groups: int) -> list[list[Piece]]:
+    """Contiguous groups of pieces holding about total/groups elements each."""
+    out: list[list[Piece]] = [[] for _ in range(groups)]
     done = 0
-    for count, job in jobs:
-        out[min(groups - 1, done * groups // total)].append(job)
-        done += count
+    for piece in pieces:
+        out[min(groups - 1, done * groups // total)].append(piece)
+        done += piece[2] - piece[1]
     return out

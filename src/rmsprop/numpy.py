@@ -65,9 +65,12 @@ def init(params: Tree, config: Config) -> Tree:
 
     def init_leaf(param: np.ndarray) -> LeafState:
         param = np.asarray(param)
+        start = config.initial_square_avg
+        # A complex parameter is two reals, and each part's average starts there.
+        fill = complex(start, start) if np.iscomplexobj(param) else start
         return LeafState(
             step=0,
-            square_avg=np.full_like(param, config.initial_square_avg),
+            square_avg=np.full_like(param, fill),
             grad_avg=np.zeros_like(param) if config.centered else None,
             momentum_buffer=np.zeros_like(param) if config.momentum > 0 else None,
         )
@@ -226,7 +229,9 @@ class RMSprop:
         from rmsprop import _fused_cpu
 
         fields = dataclasses.asdict(self.config)
-        jobs: list[_fused_cpu.Job] = []
+        # Without bias correction every tensor shares one set of coefficients.
+        shared = None if self.config.bias_correction else _fused_cpu.coefficients(**fields, step=1)
+        tasks = []
         for i, (param, grad) in enumerate(zip(self.params, grads)):
             if grad is None:
                 continue
@@ -239,12 +244,12 @@ class RMSprop:
                 param[...] = new_param
                 continue
             self.state[i] = leaf._replace(step=leaf.step + 1)
-            c = _fused_cpu.coefficients(**fields, step=leaf.step + 1)
+            c = shared or _fused_cpu.coefficients(**fields, step=leaf.step + 1)
             if flat[0].dtype in _fused_cpu.KERNEL_DTYPES:
-                jobs += _fused_cpu.array_jobs(flat, c)
-            else:
-                jobs += _fused_cpu.converted_jobs(flat, c, _copy)
-        _fused_cpu.run(jobs)
+                tasks.append(_fused_cpu.task(flat, _fused_cpu.as_array(c, flat[0].dtype)))
+            else:  # float16: float32 math
+                tasks.append(_fused_cpu.task(flat, _fused_cpu.as_array(c, np.float32), _copy))
+        _fused_cpu.run(tasks)
 
 
 def _flat_views(arrays: list[np.ndarray | None]) -> list[Any] | None:

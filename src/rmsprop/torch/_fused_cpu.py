@@ -1,14 +1,16 @@
 """The fused CPU path for torch: `rmsprop._fused_cpu` run on the memory of CPU tensors.
 
 Tensors the kernel cannot take as they are (non-contiguous, or of a dtype
-other than float32/float64/bfloat16/float16) go through the single-tensor
-path instead, so every tensor gets the same rule.
+other than float32/float64/bfloat16/float16, or complex of those) go through
+the single-tensor path instead, so every tensor gets the same rule.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -17,6 +19,11 @@ from rmsprop.torch._functional import _single_tensor_rmsprop, _view_as_real
 
 _DIRECT = (torch.float32, torch.float64)  # the kernel works on their memory
 _CONVERTED = (torch.bfloat16, torch.float16)  # float32 math, chunk by chunk
+
+# Flat views of each parameter's and its state's memory, built once: making
+# them costs microseconds per tensor, which small models would feel every step.
+# Keyed by id (tensors compare elementwise), dropped when the parameter dies.
+_views: dict[int, tuple[tuple[Any, ...], list[Any] | None]] = {}
 
 
 def unsupported_reason(params: list[Tensor]) -> str:
@@ -73,27 +80,35 @@ def _fused_cpu_rmsprop(
         decoupled_weight_decay=decoupled_weight_decay,
         maximize=maximize,
     )
-    jobs: list[_fused_cpu.Job] = []
+    # Without bias correction every tensor shares one set of coefficients.
+    shared = None if bias_correction else _fused_cpu.coefficients(**hyper, step=1)
+    by_dtype: dict[Any, np.ndarray] = {}
+    tasks: list[_fused_cpu.Task] = []
     leftover: list[int] = []
     for i, param in enumerate(params):
-        tensors = [
-            param,
-            grads[i],
-            square_avgs[i],
-            grad_avgs[i] if centered else None,
-            momentum_buffers[i] if momentum > 0 else None,
-        ]
-        flat = _flat_views(tensors)
-        if flat is None:
+        m = grad_avgs[i] if centered else None
+        b = momentum_buffers[i] if momentum > 0 else None
+        state = _state_views(param, square_avgs[i], m, b)
+        grad = grads[i]
+        if state is None or grad.dtype != param.dtype or not grad.is_contiguous():
             leftover.append(i)
             continue
+        p_view, v_view, m_view, b_view = state
+        direct = isinstance(p_view, np.ndarray)
+        g_view = _view_as_real(grad.detach())[0].view(-1)
+        arrays = [p_view, g_view.numpy() if direct else g_view, v_view, m_view, b_view]
+
         state_steps[i] += 1
-        c = _fused_cpu.coefficients(**hyper, step=state_steps[i].item() if bias_correction else 1)
-        if flat[0] is not None and flat[0].dtype in _DIRECT:
-            jobs += _fused_cpu.array_jobs([None if t is None else t.numpy() for t in flat], c)
+        kernel_dtype = p_view.dtype if direct else np.float32
+        if shared is None:
+            c = _fused_cpu.coefficients(**hyper, step=state_steps[i].item())
+            coefficients = _fused_cpu.as_array(c, kernel_dtype)
+        elif kernel_dtype in by_dtype:
+            coefficients = by_dtype[kernel_dtype]
         else:
-            jobs += _fused_cpu.converted_jobs(flat, c, _copy)
-    _fused_cpu.run(jobs)
+            coefficients = by_dtype[kernel_dtype] = _fused_cpu.as_array(shared, kernel_dtype)
+        tasks.append(_fused_cpu.task(arrays, coefficients, None if direct else _copy))
+    _fused_cpu.run(tasks)
 
     if leftover:
         _single_tensor_rmsprop(
@@ -109,14 +124,35 @@ def _fused_cpu_rmsprop(
         )
 
 
-def _flat_views(tensors: list[Tensor | None]) -> list[Tensor | None] | None:
-    """1-D views of the tensors' memory (complex as pairs of reals), or None if impossible."""
+def _state_views(param: Tensor, *state: Tensor | None) -> list[Any] | None:
+    """Flat views of the parameter's and its state's memory (cached), or None if impossible.
+
+    float32/float64 memory comes as NumPy arrays, 16-bit as 1-D tensors;
+    complex tensors as pairs of reals.
+    """
+    key = (
+        param.data_ptr(),
+        param.dtype,
+        param.numel(),
+        *(t.data_ptr() for t in state if t is not None),
+    )
+    cached = _views.get(id(param))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    tensors = [param, *state]
     present = [t for t in tensors if t is not None]
-    dtype = present[0].dtype
-    if any(t.dtype != dtype or not t.is_contiguous() for t in present):
-        return None
-    views = [None if t is None else _view_as_real(t.detach())[0].view(-1) for t in tensors]
-    return views if views[0].dtype in _DIRECT + _CONVERTED else None  # type: ignore[union-attr]
+    views: list[Any] | None = None
+    if all(t.dtype == param.dtype and t.is_contiguous() for t in present):
+        flat = [None if t is None else _view_as_real(t.detach())[0].view(-1) for t in tensors]
+        dtype = flat[0].dtype  # type: ignore[union-attr]
+        if dtype in _DIRECT:
+            views = [None if t is None else t.numpy() for t in flat]
+        elif dtype in _CONVERTED:
+            views = flat
+    if cached is None:
+        weakref.finalize(param, _views.pop, id(param), None)
+    _views[id(param)] = (key, views)
+    return views
 
 
 def _copy(destination: Any, source: Any) -> None:

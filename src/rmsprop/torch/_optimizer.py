@@ -258,9 +258,10 @@ class RMSprop(Optimizer):
             state = self.state[p]
             if not state:
                 state["step"] = _new_step(p, group["capturable"])
-                state["square_avg"] = torch.full_like(
-                    p, group["initial_square_avg"], memory_format=torch.preserve_format
-                )
+                start = group["initial_square_avg"]
+                # A complex parameter is two reals, and each part's average starts there.
+                fill = complex(start, start) if p.is_complex() else start
+                state["square_avg"] = torch.full_like(p, fill, memory_format=torch.preserve_format)
             # Created when first needed, so momentum or centered may be turned
             # on in a group mid-run (the buffers start at zero).
             if group["momentum"] > 0 and "momentum_buffer" not in state:
