@@ -1,7 +1,8 @@
 """rmsprop: every framework's RMSprop, exactly, in NumPy, PyTorch and JAX.
 
 The core imports NumPy only; the framework backends live in submodules that
-import their framework: `rmsprop.numpy` (the reference), `rmsprop.torch`.
+import their framework: `rmsprop.numpy` (the reference), `rmsprop.torch` (a
+drop-in `torch.optim.RMSprop`) and `rmsprop.jax` (a drop-in `optax.rmsprop`).
 
 Example:
     >>> import rmsprop
