@@ -179,5 +179,8 @@ def run(args: argparse.Namespace) -> int:
     )
     # Piped output (CI logs, tests) gets a fixed width rather than 80 columns of wrapped tables.
     console = Console(width=None if sys.stdout.isatty() else 140)
-    run_demo(settings, console)
+    try:
+        run_demo(settings, console)
+    except OSError as error:  # the folder checked fine but a write failed (disk full, removed)
+        raise CommandError(f"cannot write the demo's output to {str(out)!r}: {error}") from None
     return 0

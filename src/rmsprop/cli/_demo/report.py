@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rmsprop.cli._demo.surfaces import CLOSE_GAP
+from rmsprop.cli._demo.training import evaluation_interval
 
 if TYPE_CHECKING:
     from rmsprop.cli._demo.run import DemoResults
@@ -85,8 +86,11 @@ def write_markdown(results: DemoResults, path: Path) -> Path:
         f"Each optimizer's learning rate is the one of the grid {_grid(s.training_lrs)} with the "
         f"best final validation accuracy (ties: lower validation loss) on seed "
         f"{results.training.seeds[0]}; then it runs on every seed ({seeds}). A seed fixes the "
-        "initial weights and the batch order, the same for every optimizer. Wall time counts "
-        "the training steps only (forward, backward, optimizer step).",
+        "initial weights and the batch order, the same for every optimizer. Losses and "
+        f"accuracies are measured on the whole sets every {evaluation_interval(s.steps)} steps "
+        "(so steps to the target loss are multiples of that). Wall time counts "
+        "the training steps only (forward, backward, optimizer step); RMSprop takes "
+        "`rmsprop.torch.RMSprop`'s default code path for the device (`rmsprop info` lists them).",
         "",
         f"### {training_table.title}",
         "",
@@ -108,8 +112,9 @@ def write_markdown(results: DemoResults, path: Path) -> Path:
         "- wall time of each part: "
         + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in results.seconds.items()),
         "- every number except the wall times is the same for the same seed, flavors, steps "
-        "and device on the same machine and library versions; the raw numbers are in "
-        "`results.json`.",
+        "and device on the same machine and library versions (numba included: it selects "
+        "RMSprop's fused CPU path, whose float32 rounding differs slightly); the raw numbers "
+        "are in `results.json`.",
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")

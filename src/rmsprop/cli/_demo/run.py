@@ -82,13 +82,13 @@ def make_settings(
 ) -> DemoSettings:
     """The default demo takes about a minute on two CPU cores; ``quick`` about ten seconds."""
     if quick:
-        # Whole decades only: 4 learning rates instead of 8-9, 1 seed instead of 3.
+        # Whole decades only: 4 learning rates instead of 8-9, 1 seed instead of 5.
         surface_lrs = training_lrs = [1e-3, 1e-2, 1e-1, 1.0]
         default_steps, surface_steps, n_seeds = 150, 150, 1
     else:
         surface_lrs = _half_decades(3e-4, 1.0)
         training_lrs = _half_decades(3e-4, 3.0)
-        default_steps, surface_steps, n_seeds = 600, 400, 3
+        default_steps, surface_steps, n_seeds = 600, 400, 5
     return DemoSettings(
         out=out,
         seed=seed,
@@ -184,10 +184,8 @@ def _run(settings: DemoSettings, console: Console) -> DemoResults:
     s = settings
     device = torch.device(s.device)
     specs = optimizer_specs(s.flavors)
-    seeds = [s.seed + offset for offset in range(s.n_seeds)]
     seconds: dict[str, float] = {}
     figure_paths: dict[str, Path] = {}
-
     console.print(
         f"[bold]rmsprop demo[/bold]: RMSprop and its flavors on {device.type.upper()}, "
         f"seed {s.seed}, flavors {', '.join(s.flavors)}",
@@ -195,82 +193,24 @@ def _run(settings: DemoSettings, console: Console) -> DemoResults:
 
     started = time.perf_counter()
     console.rule("1. The textbook step", align="left")
-    step = textbook.textbook_step()
-    for line in step.lines():
-        _say(console, "  " + line)
-    first = textbook.first_steps(s.flavors)
-    first_table = summary.first_step_table(first, step.theta, step.config.lr)
-    _print_table(console, first_table)
-    series = {
-        grad: {name: textbook.step_size_series(name, grad, STEP_SIZE_STEPS) for name in s.flavors}
-        for grad in STEP_SIZE_GRADIENTS
-    }
-    figure_paths["step_sizes"] = figures.plot_step_sizes(series, specs, s.out / "step_sizes.png")
+    step, first, series, first_table = _textbook_part(s, specs, console, figure_paths)
     seconds["textbook"] = time.perf_counter() - started
 
     started = time.perf_counter()
     console.rule("2. Optimizer paths on 2-D test functions", align="left")
-    surfaces = []
-    with _progress(console) as progress:
-        for surface in SURFACES:
-            task = progress.add_task(f"{surface.title:<13}", total=len(specs) * len(s.surface_lrs))
-            surfaces.append(
-                tune_on_surface(
-                    surface,
-                    specs,
-                    s.surface_lrs,
-                    s.surface_steps,
-                    advance=functools.partial(progress.advance, task),
-                )
-            )
-    surface_table = summary.surface_table(surfaces, specs)
-    _say(console, f"each cell: f − f* at the end · steps to f − f* ≤ {CLOSE_GAP:g} · lr")
-    _print_table(console, surface_table)
-    for result in surfaces:
-        name = f"paths_{result.surface.name}"
-        figure_paths[name] = figures.plot_surface(
-            result, specs, s.surface_steps, s.out / f"{name}.png"
-        )
+    surfaces, surface_table = _surfaces_part(s, specs, console, figure_paths)
     seconds["2-D paths"] = time.perf_counter() - started
 
     started = time.perf_counter()
     console.rule("3. A small network on handwritten digits", align="left")
-    data = load_split_digits(device)
-    n_train, n_val, n_test = data.sizes
-    _say(
-        console,
-        f"  scikit-learn digits: {n_train} train / {n_val} validation / {n_test} test; "
-        f"64-64-10 network, {s.steps} steps; lr chosen on validation from "
-        f"{len(s.training_lrs)} values, then {len(seeds)} seed(s)",
-    )
-    with _progress(console) as progress:
-        task = progress.add_task(
-            "training", total=len(specs) * (len(s.training_lrs) + len(seeds) - 1)
-        )
-        training = tune(
-            specs,
-            s.training_lrs,
-            seeds,
-            data,
-            s.steps,
-            device,
-            advance=lambda: progress.advance(task),
-        )
-    training_table = summary.training_table(training, specs, s.target_loss)
-    _print_table(console, training_table)
-    figure_paths["training"] = figures.plot_training(
-        training, specs, s.target_loss, s.out / "training_curves.png"
-    )
-    figure_paths["lr_sensitivity"] = figures.plot_lr_sensitivity(
-        training, specs, s.out / "lr_sensitivity.png"
-    )
+    training, data_sizes, training_table = _training_part(s, specs, device, console, figure_paths)
     seconds["training"] = time.perf_counter() - started
 
     console.rule("4. Conclusion", align="left")
     sentences = summary.conclusions(step, first, series, surfaces, training, specs, s.target_loss)
     for sentence in sentences:
         # Wrapped lines line up under the text, not under the bullet.
-        console.print(Padding(Text(f"• {sentence}"), (0, 0, 0, 2)), highlight=False)
+        console.print(Padding(Text(f"• {sentence}"), (0, 0, 0, 2), expand=False))
 
     results = DemoResults(
         settings=s,
@@ -280,7 +220,7 @@ def _run(settings: DemoSettings, console: Console) -> DemoResults:
         series=series,
         surfaces=surfaces,
         training=training,
-        data_sizes=data.sizes,
+        data_sizes=data_sizes,
         tables=[first_table, surface_table, training_table],
         conclusions=sentences,
         figures=figure_paths,
@@ -293,3 +233,75 @@ def _run(settings: DemoSettings, console: Console) -> DemoResults:
     _say(console, f"Figures: {', '.join(path.name for path in figure_paths.values())}")
     _say(console, f"Report: {report_path.resolve()}")
     return results
+
+
+def _textbook_part(
+    s: DemoSettings, specs: list[OptimizerSpec], console: Console, figure_paths: dict[str, Path]
+) -> tuple[
+    textbook.TextbookStep, dict[str, np.ndarray], dict[float, dict[str, np.ndarray]], summary.Table
+]:
+    step = textbook.textbook_step()
+    for line in step.lines():
+        _say(console, "  " + line)
+    first = textbook.first_steps(s.flavors)
+    first_table = summary.first_step_table(first, step.theta, step.config.lr)
+    _print_table(console, first_table)
+    series = {
+        grad: {name: textbook.step_size_series(name, grad, STEP_SIZE_STEPS) for name in s.flavors}
+        for grad in STEP_SIZE_GRADIENTS
+    }
+    figure_paths["step_sizes"] = figures.plot_step_sizes(series, specs, s.out / "step_sizes.png")
+    return step, first, series, first_table
+
+
+def _surfaces_part(
+    s: DemoSettings, specs: list[OptimizerSpec], console: Console, figure_paths: dict[str, Path]
+) -> tuple[list[SurfaceResult], summary.Table]:
+    surfaces = []
+    with _progress(console) as progress:
+        for surface in SURFACES:
+            task = progress.add_task(f"{surface.title:<13}", total=len(specs) * len(s.surface_lrs))
+            advance = functools.partial(progress.advance, task)
+            surfaces.append(
+                tune_on_surface(surface, specs, s.surface_lrs, s.surface_steps, advance)
+            )
+    surface_table = summary.surface_table(surfaces, specs)
+    _say(console, f"each cell: f − f* at the end · steps to f − f* ≤ {CLOSE_GAP:g} · lr")
+    _print_table(console, surface_table)
+    for result in surfaces:
+        name = f"paths_{result.surface.name}"
+        path = s.out / f"{name}.png"
+        figure_paths[name] = figures.plot_surface(result, specs, s.surface_steps, path)
+    return surfaces, surface_table
+
+
+def _training_part(
+    s: DemoSettings,
+    specs: list[OptimizerSpec],
+    device: torch.device,
+    console: Console,
+    figure_paths: dict[str, Path],
+) -> tuple[TrainingResult, tuple[int, int, int], summary.Table]:
+    seeds = [s.seed + offset for offset in range(s.n_seeds)]
+    data = load_split_digits(device)
+    n_train, n_val, n_test = data.sizes
+    _say(
+        console,
+        f"  scikit-learn digits: {n_train} train / {n_val} validation / {n_test} test; "
+        f"64-64-10 network, {s.steps} steps; lr chosen on validation from "
+        f"{len(s.training_lrs)} values, then {len(seeds)} seed(s)",
+    )
+    with _progress(console) as progress:
+        runs = len(specs) * (len(s.training_lrs) + len(seeds) - 1)
+        task = progress.add_task("training", total=runs)
+        advance = functools.partial(progress.advance, task)
+        training = tune(specs, s.training_lrs, seeds, data, s.steps, device, advance)
+    training_table = summary.training_table(training, specs, s.target_loss)
+    _print_table(console, training_table)
+    figure_paths["training"] = figures.plot_training(
+        training, specs, s.target_loss, s.out / "training_curves.png"
+    )
+    figure_paths["lr_sensitivity"] = figures.plot_lr_sensitivity(
+        training, specs, s.out / "lr_sensitivity.png"
+    )
+    return training, data.sizes, training_table

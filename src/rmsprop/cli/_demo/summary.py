@@ -113,12 +113,15 @@ def training_table(
     for spec in specs:
         runs = result.runs[spec.label]
         accuracy = [run.final("test_accuracy") for run in runs]
-        reached = [run.steps_to(target_loss) for run in runs]
-        steps_text = (
-            f"> {result.steps}"
-            if all(step is None for step in reached)
-            else " / ".join(_steps(step, result.steps) for step in reached)
-        )
+        reached = [step for step in (run.steps_to(target_loss) for run in runs) if step is not None]
+        if not reached:
+            steps_text = f"> {result.steps}"
+        elif seeds == 1:
+            steps_text = str(reached[0])
+        else:
+            steps_text = f"{_mean(reached):.0f} ({min(reached)}–{max(reached)})"
+            if len(reached) < seeds:
+                steps_text += f", {seeds - len(reached)} of {seeds} never"
         if any(run.diverged for run in runs):
             accuracy_text = "diverged"
         elif seeds > 1:
@@ -140,7 +143,7 @@ def training_table(
         )
     return Table(
         f"Digits network: {result.steps} steps, {seeds} seed{'s' * (seeds > 1)}"
-        + (" (accuracy: mean and range; steps: per seed)" if seeds > 1 else ""),
+        + (" (mean and range over seeds)" if seeds > 1 else ""),
         [
             "optimizer",
             "lr",
@@ -225,14 +228,12 @@ def _surface_sentences(
             if top.label not in tied:
                 text += f"; the best RMSprop, {top.label}, ended at {_gap(run.final_gap)}"
             sgd = result.best.get("SGD")
-            if sgd is not None and (run.steps_to(CLOSE_GAP), sgd.steps_to(CLOSE_GAP)) != (
-                None,
-                None,
-            ):
+            rmsprop_steps = run.steps_to(CLOSE_GAP)
+            sgd_steps = None if sgd is None else sgd.steps_to(CLOSE_GAP)
+            if sgd is not None and (rmsprop_steps is not None or sgd_steps is not None):
                 text += (
                     f". Steps to come within {CLOSE_GAP:g} of the minimum value: {top.label} "
-                    f"{_steps(run.steps_to(CLOSE_GAP), result.steps)}, "
-                    f"SGD {_steps(sgd.steps_to(CLOSE_GAP), result.steps)}"
+                    f"{_steps(rmsprop_steps, result.steps)}, SGD {_steps(sgd_steps, result.steps)}"
                 )
         sentences.append(text + ".")
     return sentences

@@ -26,6 +26,8 @@ HIDDEN_UNITS = 64
 # Fractions of each class that go to the validation and test sets.
 VALIDATION_FRACTION = 0.2
 TEST_FRACTION = 0.2
+# How many times a run is measured on the whole sets (evenly spaced).
+EVALUATIONS = 50
 # A run is stopped as diverged once its training loss passes this (chance is ln 10 ≈ 2.3).
 DIVERGED_LOSS = 100.0
 
@@ -68,6 +70,11 @@ def load_split_digits(device: torch.device) -> Digits:
         return x, y
 
     return Digits(*tensors("train"), *tensors("val"), *tensors("test"))
+
+
+def evaluation_interval(steps: int, evaluations: int = EVALUATIONS) -> int:
+    """Every how many steps a run of ``steps`` steps is measured."""
+    return max(1, steps // evaluations)
 
 
 def make_model(seed: int, device: torch.device) -> torch.nn.Module:
@@ -142,7 +149,7 @@ def train(
     data: Digits,
     steps: int,
     device: torch.device,
-    evaluations: int = 50,
+    evaluations: int = EVALUATIONS,
 ) -> TrainingRun:
     """Trains a fresh network for ``steps`` mini-batch steps; measures it ``evaluations`` times.
 
@@ -153,7 +160,7 @@ def train(
     optimizer = spec.build(model.parameters(), lr)
     batches = torch.Generator().manual_seed(seed)
     n_train = len(data.y_train)
-    eval_every = max(1, steps // evaluations)
+    eval_every = evaluation_interval(steps, evaluations)
     log: dict[str, list[float]] = {
         key: [] for key in ("steps", "train", "val", "val_acc", "test", "test_acc")
     }
