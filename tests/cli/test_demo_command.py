@@ -83,7 +83,7 @@ def test_report_holds_the_measured_tables_and_every_figure(demo):
         assert f"]({name})" in report
     for label, entry in results["training"].items():
         (run,) = entry["runs"]  # --quick: one seed
-        row = f"| {label} | {entry['best_lr']:.0e} | {run['final_train_loss']:.4f} | "
+        row = f"| {label} | {entry['best_lr']:g} | {run['final_train_loss']:.4f} | "
         assert row in report, row
         assert f"{run['final_test_accuracy']:.2%}" in report
     for surface, by_label in results["surfaces"].items():

@@ -86,3 +86,31 @@ def test_surface_sentences_name_ties_and_follow_the_ranking():
     (sentence,) = summary._surface_sentences([result], specs)
     ranked = sorted(result.best, key=lambda label: result.best[label].rank_key)
     assert ranked[0] in sentence.split(" to the minimum")[0]
+
+
+def test_settings_quick_default_and_steps_override(tmp_path):
+    from rmsprop.cli._demo.run import make_settings
+
+    common = dict(out=tmp_path, seed=7, flavors=["keras"], device="cpu", command_line="x")
+    quick = make_settings(quick=True, steps=None, **common)
+    full = make_settings(quick=False, steps=None, **common)
+    assert (quick.steps, quick.n_seeds, len(quick.training_lrs)) == (150, 1, 4)
+    assert (full.steps, full.n_seeds, len(full.training_lrs)) == (600, 5, 9)
+    assert make_settings(quick=True, steps=9, **common).steps == 9
+    assert full.training_lrs[0] == 3e-4 and full.training_lrs[-1] == 3.0
+
+
+def test_repeated_flavors_are_compared_once(monkeypatch, tmp_path):
+    import rmsprop.cli._demo.run as demo_run
+    from rmsprop.cli import main
+
+    seen = {}
+    monkeypatch.setattr(demo_run, "run_demo", lambda settings, console: seen.update(s=settings))
+    args = ["demo", "--quick", "--out", str(tmp_path), "--steps", "3", "--seed", "5"]
+    assert main([*args, "--flavor", "dqn", "--flavor", "keras", "--flavor", "dqn"]) == 0
+    settings = seen["s"]
+    assert settings.flavors == ["dqn", "keras"]
+    assert (settings.steps, settings.seed, settings.device) == (3, 5, "cpu")
+    assert settings.command_line == (
+        "rmsprop demo --quick --steps 3 --seed 5 --flavor dqn --flavor keras --device cpu"
+    )

@@ -25,10 +25,6 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def _format_lr(lr: float) -> str:
-    return f"{lr:.0e}".replace("e-0", "e-").replace("e+0", "e")
-
-
 def _draw_contours(axes: Axes, result: SurfaceResult) -> None:
     surface = result.surface
     xs = np.linspace(*surface.xlim, 300)
@@ -53,7 +49,7 @@ def _draw_contours(axes: Axes, result: SurfaceResult) -> None:
 def _draw_paths(axes: Axes, result: SurfaceResult, specs: Sequence[OptimizerSpec]) -> None:
     for spec in specs:
         run = result.best[spec.label]
-        label = f"{spec.label}, lr {_format_lr(run.lr)}"
+        label = f"{spec.label}, lr {run.lr:g}"
         x, y = run.path[-1]
         (x_low, x_high), (y_low, y_high) = result.surface.xlim, result.surface.ylim
         if run.diverged:
@@ -145,7 +141,7 @@ def plot_training(
         length = min(len(run.steps) for run in runs)
         steps = runs[0].steps[:length]
         style = "-" if spec.is_rmsprop else "--"
-        label = f"{spec.label}, lr {_format_lr(result.best_lr[spec.label])}"
+        label = f"{spec.label}, lr {result.best_lr[spec.label]:g}"
         if any(run.diverged for run in runs):
             label += " (diverged)"
         for axes, metric in ((loss_axes, "train_loss"), (accuracy_axes, "test_accuracy")):

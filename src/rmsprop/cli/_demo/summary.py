@@ -94,7 +94,7 @@ def surface_table(results: Sequence[SurfaceResult], specs: Sequence[OptimizerSpe
         for result in results:
             run = result.best[spec.label]
             steps = _steps(run.steps_to(CLOSE_GAP), result.steps)
-            row.append(f"{_gap(run.final_gap)} · {steps} · lr {run.lr:.0e}")
+            row.append(f"{_gap(run.final_gap)} · {steps} · lr {run.lr:g}")
         rows.append(row)
     headers = ["optimizer", *(result.surface.title for result in results)]
     return Table("2-D test functions, each optimizer at its best lr from the grid", headers, rows)
@@ -133,7 +133,7 @@ def training_table(
         rows.append(
             [
                 spec.label,
-                f"{result.best_lr[spec.label]:.0e}",
+                f"{result.best_lr[spec.label]:g}",
                 f"{loss:.4f}" if math.isfinite(loss) else "—",
                 accuracy_text,
                 steps_text,
