@@ -6,6 +6,8 @@ import contextlib
 import io
 import math
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -25,6 +27,16 @@ def test_flavor_docs_show_exactly_the_generated_table():
     text = FLAVOR_DOCS.read_text()
     (generated,) = block_pattern("flavor-table").findall(text)
     assert generated.splitlines()[1:-1] == flavor_table().splitlines()
+
+
+def test_the_command_line_prints_the_table_the_docs_show():
+    pytest.importorskip("rmsprop.cli", reason="the rmsprop command is rmsprop.cli")
+    shown = subprocess.run(
+        [sys.executable, "-m", "rmsprop", "flavors", "--markdown"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (generated,) = block_pattern("flavor-table").findall(FLAVOR_DOCS.read_text())
+    assert shown.splitlines() == generated.splitlines()[1:-1]
 
 
 def test_flavor_docs_are_generated_from_the_presets():
