@@ -224,8 +224,16 @@ def translate(config: Config, to: str) -> dict[str, Any]:
     r"""The target framework's own optimizer arguments that compute ``config``'s rule exactly.
 
     "Exactly" means the same arithmetic, step for step, under any learning
-    rate schedule (up to the order of floating-point operations, as between
-    any two implementations): the ones every flavor is tested against.
+    rate schedule, up to the order of floating-point operations (as between
+    any two implementations). A field the target has no argument for (its
+    `Target.fixed`) must hold the target's value, unless it cannot change the
+    rule: ε's placement when ε = 0 (√(s + 0) = √s + 0), the learning rate's
+    place in the momentum buffer when μ = 0, the weight-decay form when λ = 0.
+
+    Two caveats the arguments cannot carry: for complex parameters optax
+    averages |g|² where PyTorch and this library average each part apart; and
+    TF1 rounds Python-number hyperparameters to float32 before casting them
+    to the variable's dtype, so float64 runs differ in the last digits.
 
     Args:
         config: the rule, e.g. ``rmsprop.flavor("keras", lr=0.01)``.
@@ -247,6 +255,7 @@ def translate(config: Config, to: str) -> dict[str, Any]:
             outside the momentum buffer, the weight-decay form, Nesterov, bias
             correction, maximize), what it changes, and the flavor to use.
         ValueError: ``to`` is not a known framework.
+        TypeError: ``config`` is not a `Config`.
 
     Example:
         PyTorch's own optimizer computes PyTorch's rule with any
