@@ -12,6 +12,7 @@ Example:
 
 from rmsprop._config import Config
 from rmsprop.flavors import FLAVORS, Flavor, flavor
+from rmsprop.translation import TranslationError, translate
 
-__all__ = ["FLAVORS", "Config", "Flavor", "flavor"]
+__all__ = ["FLAVORS", "Config", "Flavor", "TranslationError", "flavor", "translate"]
 __version__ = "0.1.0"

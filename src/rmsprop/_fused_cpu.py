@@ -239,12 +239,17 @@ def _buffers(count: int) -> list[np.ndarray]:
 def num_threads() -> int:
     """Threads the fused step uses: RMSPROP_NUM_THREADS, else the CPUs this process may use."""
     configured = os.environ.get("RMSPROP_NUM_THREADS")
-    if configured:
-        return max(1, int(configured))
+    return max(1, int(configured)) if configured else _USABLE_CPUS
+
+
+def _usable_cpus() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+_USABLE_CPUS = _usable_cpus()
 
 
 _pool: ThreadPoolExecutor | None = None

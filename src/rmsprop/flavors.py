@@ -59,7 +59,9 @@ _FLAVOR_LIST = (
         "TensorFlow 1 tf.compat.v1.train.RMSPropOptimizer (ApplyRMSProp kernels)",
         "tensorflow/tensorflow tensorflow/python/training/rmsprop.py and "
         "tensorflow/core/kernels/training_ops.cc (ApplyRMSProp, ApplyCenteredRMSProp)",
-        "learning_rate is required in TF1; 1e-3 here. TF1 has no weight decay option.",
+        "learning_rate is required in TF1; 1e-3 here. TF1 has no weight decay option. "
+        "TF1 rounds Python-number hyperparameters to float32 before casting them to the "
+        "variable's dtype, so float64 variables see float32-rounded decay and epsilon.",
     ),
     Flavor(
         "keras",
@@ -81,8 +83,9 @@ _FLAVOR_LIST = (
         Config(lr=1e-2, decay=0.9, eps=1e-10, initial_square_avg=1.0, **_TF_STYLE),
         "timm timm.optim.RMSpropTF",
         "huggingface/pytorch-image-models timm/optim/rmsprop_tf.py (timm 1.0)",
-        "lr_in_momentum=False and decoupled_weight_decay=True map to RMSpropTF's "
-        "lr_in_momentum and decoupled_decay. timm's factory also sets momentum=0.9.",
+        "RMSpropTF's lr_in_momentum (default True) and decoupled_decay (default False) "
+        "are lr_in_momentum and decoupled_weight_decay here. timm's factory also sets "
+        "momentum=0.9.",
     ),
     Flavor(
         "lasagne",

@@ -28,7 +28,7 @@ from parity_problems import (
 from tables import TOLERANCES
 
 import rmsprop
-from rmsprop.translate import translate
+from rmsprop.translation import translate
 
 
 def keras_settings() -> list[tuple[str, rmsprop.Config, dict[str, Any]]]:

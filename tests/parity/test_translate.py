@@ -19,7 +19,7 @@ from tables import TOLERANCES, random_configs
 
 import rmsprop
 from rmsprop import Config
-from rmsprop.translate import TARGETS, TranslationError, translate
+from rmsprop.translation import TARGETS, TranslationError, translate
 
 # Translatable: (target, config, the framework's arguments).
 TRANSLATABLE: list[tuple[str, Config, dict[str, Any]]] = [

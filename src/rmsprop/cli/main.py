@@ -27,7 +27,7 @@ from rmsprop.cli._common import CommandError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # The subcommands, in the order ``rmsprop --help`` lists them: module names in rmsprop.cli.
-COMMANDS: tuple[str, ...] = ("demo", "flavors", "info")
+COMMANDS: tuple[str, ...] = ("demo", "bench", "flavors", "info")
 
 
 class UsageError(Exception):

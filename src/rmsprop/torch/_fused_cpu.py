@@ -80,10 +80,7 @@ def _fused_cpu_rmsprop(
         decoupled_weight_decay=decoupled_weight_decay,
         maximize=maximize,
     )
-    # Without bias correction every tensor shares one set of coefficients.
-    shared = None if bias_correction else _fused_cpu.coefficients(**hyper, step=1)
-    by_dtype: dict[Any, np.ndarray] = {}
-    tasks: list[_fused_cpu.Task] = []
+    work: list[tuple[int, list[Any], bool]] = []  # (index, arrays, direct)
     leftover: list[int] = []
     for i, param in enumerate(params):
         m = grad_avgs[i] if centered else None
@@ -96,18 +93,18 @@ def _fused_cpu_rmsprop(
         p_view, v_view, m_view, b_view = state
         direct = isinstance(p_view, np.ndarray)
         g_view = _view_as_real(grad.detach())[0].view(-1)
-        arrays = [p_view, g_view.numpy() if direct else g_view, v_view, m_view, b_view]
+        work.append(
+            (i, [p_view, g_view.numpy() if direct else g_view, v_view, m_view, b_view], direct)
+        )
 
-        state_steps[i] += 1
-        kernel_dtype = p_view.dtype if direct else np.float32
-        if shared is None:
-            c = _fused_cpu.coefficients(**hyper, step=state_steps[i].item())
-            coefficients = _fused_cpu.as_array(c, kernel_dtype)
-        elif kernel_dtype in by_dtype:
-            coefficients = by_dtype[kernel_dtype]
-        else:
-            coefficients = by_dtype[kernel_dtype] = _fused_cpu.as_array(shared, kernel_dtype)
-        tasks.append(_fused_cpu.task(arrays, coefficients, None if direct else _copy))
+    steps = [state_steps[i] for i, _, _ in work]
+    if steps:
+        torch._foreach_add_(steps, 1)  # one call for all, not one per tensor
+    tasks: list[_fused_cpu.Task] = []
+    for (_, arrays, direct), step in zip(work, steps):
+        kernel_dtype = arrays[0].dtype if direct else np.float32
+        c = _coefficients(hyper, step.item() if bias_correction else 1, kernel_dtype)
+        tasks.append(_fused_cpu.task(arrays, c, None if direct else _copy))
     _fused_cpu.run(tasks)
 
     if leftover:
@@ -122,6 +119,21 @@ def _fused_cpu_rmsprop(
             capturable=False,
             differentiable=False,
         )
+
+
+_coefficient_arrays: dict[tuple[Any, ...], np.ndarray] = {}
+
+
+def _coefficients(hyper: dict[str, Any], step: float, dtype: Any) -> np.ndarray:
+    """The kernel's coefficient array, cached: most steps repeat the last ones' settings."""
+    key = (*hyper.values(), step, dtype)
+    found = _coefficient_arrays.get(key)
+    if found is None:
+        if len(_coefficient_arrays) > 256:  # a schedule or bias correction: keep it small
+            _coefficient_arrays.clear()
+        c = _fused_cpu.coefficients(**hyper, step=step)
+        found = _coefficient_arrays[key] = _fused_cpu.as_array(c, dtype)
+    return found
 
 
 def _state_views(param: Tensor, *state: Tensor | None) -> list[Any] | None:

@@ -15,7 +15,7 @@ momentum; the form of weight decay does not matter without weight decay.
 
 Example:
     >>> import rmsprop
-    >>> from rmsprop.translate import translate
+    >>> from rmsprop.translation import translate
     >>> translate(rmsprop.flavor("keras", lr=0.01, momentum=0.9), to="optax")
     {'learning_rate': 0.01, 'decay': 0.9, 'eps': 1e-07, 'initial_scale': 0.0,
      'eps_in_sqrt': True, 'centered': False, 'momentum': 0.9, 'nesterov': False,
@@ -23,7 +23,7 @@ Example:
     >>> translate(rmsprop.flavor("tensorflow", lr=0.045), to="pytorch")
     Traceback (most recent call last):
     ...
-    rmsprop.translate.TranslationError: torch.optim.RMSprop cannot compute this rule exactly:
+    rmsprop.translation.TranslationError: torch.optim.RMSprop cannot compute this rule exactly:
       - eps_in_sqrt=True: ...
 """
 
@@ -262,14 +262,14 @@ def translate(config: Config, to: str) -> dict[str, Any]:
         hyperparameters, but not DQN's, which puts ε inside the root:
 
         >>> import rmsprop
-        >>> from rmsprop.translate import translate
+        >>> from rmsprop.translation import translate
         >>> translate(rmsprop.flavor("pytorch", decay=0.9, momentum=0.5), to="pytorch")
         {'lr': 0.01, 'alpha': 0.9, 'eps': 1e-08, 'weight_decay': 0.0, 'momentum': 0.5,
          'centered': False, 'maximize': False}
         >>> translate(rmsprop.flavor("dqn"), to="pytorch")
         Traceback (most recent call last):
         ...
-        rmsprop.translate.TranslationError: torch.optim.RMSprop cannot compute this rule exactly:
+        rmsprop.translation.TranslationError: torch.optim.RMSprop cannot compute this rule exactly:
           - eps_in_sqrt=True: ε = 0.01 goes inside the root here, √(v + ε), and outside ...
         Use the flavor instead, which computes it exactly: rmsprop.torch.RMSprop(...flavor="dqn")
     """
