@@ -46,6 +46,7 @@ AVAILABLE = numba is not None
 CHUNK = 1 << 15
 # Below this many elements in a step, handing work to threads costs more than it saves.
 SERIAL_BELOW = 1 << 17
+PIECES_PER_THREAD = 8
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -178,7 +179,10 @@ def run(tasks: Sequence[Task]) -> None:
         for t in tasks:
             _run_range(t, 0, len(t.arrays[0]))
         return
-    pieces = [(t, start, stop) for t in tasks for start, stop in _chunks(len(t.arrays[0]))]
+    # A few pieces per thread: enough to balance, few enough that the Python
+    # work of handing them out (which holds the GIL) stays negligible.
+    piece = max(CHUNK, total // (threads * PIECES_PER_THREAD))
+    pieces = [(t, start, stop) for t in tasks for start, stop in _chunks(len(t.arrays[0]), piece)]
     if _pool is None or _pool_size != threads:
         _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="rmsprop")
         _pool_size = threads
@@ -221,8 +225,8 @@ def _run_converted(t: Task, s: slice) -> None:
             t.copy(a, buf)  # type: ignore[misc]
 
 
-def _chunks(n: int) -> list[tuple[int, int]]:
-    return [(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
+def _chunks(n: int, size: int = CHUNK) -> list[tuple[int, int]]:
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 _local = threading.local()

@@ -63,9 +63,9 @@ def _fused_cpu_rmsprop(
         return
     if differentiable:
         raise RuntimeError("the fused CPU path does not support differentiable=True")
-    reason = unsupported_reason(params)
-    if reason:
-        raise RuntimeError(reason)
+    if not _fused_cpu.AVAILABLE:
+        raise RuntimeError(_fused_cpu.WHY_UNAVAILABLE)
+    # (A tensor off the CPU fails loudly in .numpy() below; RMSprop checks devices first.)
     hyper: dict[str, Any] = dict(
         lr=float(lr),
         decay=decay,
@@ -99,11 +99,18 @@ def _fused_cpu_rmsprop(
 
     steps = [state_steps[i] for i, _, _ in work]
     if steps:
-        torch._foreach_add_(steps, 1)  # one call for all, not one per tensor
+        # One call for all; a wrapped CPU scalar spares a tensor per step count.
+        torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
+    shared: dict[Any, np.ndarray] = {}  # without bias correction: one array per dtype
     tasks: list[_fused_cpu.Task] = []
     for (_, arrays, direct), step in zip(work, steps):
         kernel_dtype = arrays[0].dtype if direct else np.float32
-        c = _coefficients(hyper, step.item() if bias_correction else 1, kernel_dtype)
+        if bias_correction:
+            c = _coefficients(hyper, step.item(), kernel_dtype)
+        elif kernel_dtype in shared:
+            c = shared[kernel_dtype]
+        else:
+            c = shared[kernel_dtype] = _coefficients(hyper, 1, kernel_dtype)
         tasks.append(_fused_cpu.task(arrays, c, None if direct else _copy))
     _fused_cpu.run(tasks)
 
