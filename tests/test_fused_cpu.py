@@ -33,6 +33,7 @@ def trajectories(config, dtype, steps=20, seed=0):
 @pytest.mark.parametrize(("desc", "config"), CASES, ids=[d for d, _ in CASES])
 def test_fused_matches_the_float64_oracle(desc, config, dtype, monkeypatch):
     monkeypatch.setenv("RMSPROP_NUM_THREADS", "2")
+    monkeypatch.setattr(_fused_cpu, "SERIAL_BELOW", 4 * _fused_cpu.CHUNK)  # split over threads
     fused, reference = trajectories(config, np.dtype(dtype))
     for got, want in zip(fused, reference):
         assert got.dtype == np.dtype(dtype)

@@ -24,6 +24,8 @@ OPTIONS = [
 def run(dtype, options, path, steps=5, threads="2", monkeypatch=None, values=None):
     """Steps parameters of `dtype` whose values (and gradients) are representable in `values`."""
     monkeypatch.setenv("RMSPROP_NUM_THREADS", threads)
+    # Small enough to run in CI, yet split over the threads: lower the threshold.
+    monkeypatch.setattr(_fused_cpu, "SERIAL_BELOW", 4 * _fused_cpu.CHUNK)
     values = values or dtype
 
     def draw(n, generator=None):
@@ -68,7 +70,9 @@ def test_16_bit_tensors_get_float32_math(dtype, monkeypatch):
 
 def test_the_threaded_and_serial_runs_agree_exactly(monkeypatch):
     options = {"momentum": 0.9, "centered": True}
+    monkeypatch.setattr(_fused_cpu, "_pool", None)
     two, _ = run(torch.float32, options, {"fused": True}, threads="2", monkeypatch=monkeypatch)
+    assert _fused_cpu._pool is not None  # the work really went to a second thread
     one, _ = run(torch.float32, options, {"fused": True}, threads="1", monkeypatch=monkeypatch)
     for a, b in zip(two, one):
         assert torch.equal(a, b)
