@@ -1,0 +1,833 @@
+"""The fused RMSprop step in Triton: one kernel launch per step for a whole group of tensors.
+
+An RMSprop step is pure memory traffic. The kernel reads θ, g, v (and m, b
+when the rule needs them) once, does the math in float32, and writes θ, v
+(m, b) once: 20 bytes per float32 parameter, 28 with momentum, 36 centered
+with momentum. It computes exactly `rmsprop.Config`'s rule::
+
+    g ← g / grad_scale                       if a GradScaler scale is given (written back)
+    g ← -g                                   if maximize
+    g ← g + λ·θ  (L2)   or   θ ← θ·(1 - η·λ)  (decoupled)
+    v ← v·ρ + (1-ρ)·g·g
+    m ← lerp(m, g, 1-ρ)                      if centered
+    v̂, m̂ ← v/c, m/c  with c = 1 - ρᵗ         if bias correction
+    s ← max(v̂ - m̂², 0) if centered, else v̂
+    u ← g / sqrt(s + ε)   or   g / (sqrt(s) + ε)
+    θ ← θ - η·u, or with momentum b ← μ·b + u (or + η·u), θ ← θ - η·b (or - b),
+      Nesterov θ ← θ - η·(u + μ·b) (or - (η·u + μ·b))
+
+with the same IEEE operations, in the same order, as the single-tensor path
+(division and square root correctly rounded, no fused multiply-adds), so in
+float32 the two agree to the last bit or two.
+
+**One launch.** Every tensor of a (device, parameter dtype, gradient dtype,
+state dtype) group is reached through a device table of addresses, one row
+per kind (θ, g, v, m, b, step, element count) and one column per tensor, and
+a block table mapping each program to (tensor, chunk). Both are built once and
+cached, keyed by the addresses of the parameters and their state; when only
+the gradients moved (``zero_grad(set_to_none=True)`` may reallocate them),
+only their row is uploaded again. Offsets are 64-bit (tensors over 2³¹
+elements). Each program updates ``BLOCK`` elements; full blocks run an
+unmasked body (16-byte vector loads when every address is 16-byte aligned),
+the last block of each tensor a masked one.
+
+**The variants** are compile-time switches (``tl.constexpr``), so each
+compiled kernel holds only the operations its rule needs.
+
+**Mixed precision.** Parameters and gradients may be float32, bfloat16 or
+float16, the state float32, bfloat16 or float16, each chosen independently;
+the math is float32. bfloat16 values are rounded to nearest even through their
+bit patterns (identical on a GPU and in Triton's interpreter), or, for
+parameters with ``stochastic_rounding``, up or down with probability given by
+the distance, from a counter-based hash of (step, tensor, element).
+
+**Step counters** live on the device. Each program reads its tensor's count;
+the tensor's last program to finish (an atomic ticket per tensor) writes the
+count plus one. So the step needs no other launch, and a captured CUDA graph
+advances the counts at every replay.
+
+**AMP.** With a ``grad_scale`` the gradients are unscaled in the kernel (and
+written back unscaled, as ``GradScaler.unscale_`` would leave them); with a
+``found_inf`` that is nonzero every program returns before writing anything,
+step counters included. This is the protocol of torch's fused Adam.
+
+**Capturable.** The learning rate may be a device tensor the kernel reads;
+tables built while a CUDA graph is being captured are uploaded from pinned
+memory inside the graph and kept for its lifetime, apart from the eager cache.
+
+**torch.compile.** Under compilation the step is one call of the custom op
+``rmsprop::fused_step``, opaque to the compiler (the kernel writes through
+its address tables, which no tracer can see).
+
+**Testing without a GPU.** With ``TRITON_INTERPRET=1`` set before triton is
+imported, the same kernel runs through Triton's interpreter on CPU tensors,
+address tables included.
+"""
+
+# Triton's convention: compile-time constants (tl.constexpr) are named in capitals.
+# ruff: noqa: N803, SIM300
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import Tensor
+
+try:
+    import triton  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    import triton.language as tl  # type: ignore[import-untyped, import-not-found, unused-ignore]
+except ImportError as error:  # the `triton` extra is not installed
+    triton = tl = None
+    WHY_UNAVAILABLE = f"triton is not installed ({error}); install rmsprop[triton]"
+else:
+    WHY_UNAVAILABLE = ""
+
+AVAILABLE = triton is not None
+
+
+def _jit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``triton.jit``, typed for mypy: what it returns is a Triton kernel, not a function."""
+    return cast(Callable[[Callable[..., Any]], Any], triton.jit(**options))
+
+
+# Elements per program and warps per program, fixed rather than autotuned:
+# autotuning runs the kernel repeatedly, which would update live state each time.
+BLOCK = 4096
+NUM_WARPS = 8
+
+# Rows of the address table.
+_PARAM, _GRAD, _SQUARE_AVG, _GRAD_AVG, _BUFFER, _STEP, _NUMEL = range(7)
+_ROWS = 7
+
+# Parameter, gradient and state dtypes the kernel reads and writes (complex64 as float32 pairs).
+_TENSOR_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_STEP_DTYPES = (torch.float32, torch.float64)
+
+
+if AVAILABLE:
+    # The table's rows, as the compile-time constants kernels may read.
+    _PARAM_ROW = tl.constexpr(_PARAM)
+    _GRAD_ROW = tl.constexpr(_GRAD)
+    _SQUARE_AVG_ROW = tl.constexpr(_SQUARE_AVG)
+    _GRAD_AVG_ROW = tl.constexpr(_GRAD_AVG)
+    _BUFFER_ROW = tl.constexpr(_BUFFER)
+    _STEP_ROW = tl.constexpr(_STEP)
+    _NUMEL_ROW = tl.constexpr(_NUMEL)
+
+    @_jit()
+    def _bfloat16_to_float32(x):  # type: ignore[no-untyped-def]
+        # Exact, through the bit pattern (Triton's interpreter flushes subnormals).
+        bits = x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16
+        return bits.to(tl.float32, bitcast=True)
+
+    @_jit()
+    def _float32_to_bfloat16(x, noise, STOCHASTIC: tl.constexpr):  # type: ignore[no-untyped-def]
+        # Round the float32 bit pattern to its top 16 bits: to nearest even, or
+        # stochastically by adding 16 random low bits. NaN stays a quiet NaN.
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = bits + noise if STOCHASTIC else bits + (0x7FFF + ((bits >> 16) & 1))
+        bits = tl.where(x == x, bits >> 16, 0x7FC0)
+        return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+    @_jit()
+    def _load(ptr, offsets, mask, other, DTYPE: tl.constexpr):  # type: ignore[no-untyped-def]
+        x = tl.load(ptr + offsets, mask=mask, other=other)
+        if DTYPE == tl.bfloat16:
+            return _bfloat16_to_float32(x)
+        return x.to(tl.float32)
+
+    @_jit()
+    def _store(ptr, offsets, mask, x, noise, DTYPE: tl.constexpr, STOCHASTIC: tl.constexpr):  # type: ignore[no-untyped-def]
+        if DTYPE == tl.bfloat16:
+            tl.store(ptr + offsets, _float32_to_bfloat16(x, noise, STOCHASTIC), mask=mask)
+        else:
+            tl.store(ptr + offsets, x.to(DTYPE), mask=mask)
+
+    @_jit()
+    def _mix(h):  # type: ignore[no-untyped-def]
+        # A bijective 32-bit integer hash (lowbias32): every output bit depends on every input bit.
+        h = h ^ (h >> 16)
+        h = h * 0x7FEB352D
+        h = h ^ (h >> 15)
+        h = h * 0x846CA68B
+        return h ^ (h >> 16)
+
+    @_jit()
+    def _update_block(  # type: ignore[no-untyped-def]
+        p_ptr,
+        g_ptr,
+        v_ptr,
+        m_ptr,
+        b_ptr,
+        count,
+        lr,
+        shrink,
+        decay,
+        one_minus_decay,
+        eps,
+        momentum,
+        weight_decay,
+        inv_scale,
+        correction,
+        seed,
+        PARAM: tl.constexpr,
+        GRAD: tl.constexpr,
+        STATE: tl.constexpr,
+        MASKED: tl.constexpr,
+        MAXIMIZE: tl.constexpr,
+        WEIGHT_DECAY: tl.constexpr,
+        CENTERED: tl.constexpr,
+        MOMENTUM: tl.constexpr,
+        NESTEROV: tl.constexpr,
+        LR_IN_MOMENTUM: tl.constexpr,
+        EPS_IN_SQRT: tl.constexpr,
+        BIAS_CORRECTION: tl.constexpr,
+        GRAD_SCALE: tl.constexpr,
+        STOCHASTIC: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        offsets = tl.arange(0, BLOCK)
+        mask = offsets < count if MASKED else None
+        # Masked-off lanes compute on v = 1 so they never divide 0 by 0.
+        one = 1.0 if MASKED else None
+        zero = 0.0 if MASKED else None
+        theta = _load(p_ptr, offsets, mask, zero, PARAM)
+        g = _load(g_ptr, offsets, mask, zero, GRAD)
+        v = _load(v_ptr, offsets, mask, one, STATE)
+        noise = 0
+        if STOCHASTIC:
+            noise = _mix(offsets.to(tl.uint32) ^ seed) & 0xFFFF
+
+        if GRAD_SCALE:
+            g = g * inv_scale
+            _store(g_ptr, offsets, mask, g, noise, GRAD, False)
+        if MAXIMIZE:
+            g = -g
+        if WEIGHT_DECAY == 1:  # L2: on the gradient
+            g = g + weight_decay * theta
+        if WEIGHT_DECAY == 2:  # decoupled: shrink the parameter before the step
+            theta = theta * shrink
+
+        v = v * decay + one_minus_decay * g * g
+        _store(v_ptr, offsets, mask, v, noise, STATE, False)
+        second = v
+        if CENTERED:
+            m = _load(m_ptr, offsets, mask, zero, STATE)
+            # torch.lerp(m, g, w), with its two formulas
+            m = tl.where(
+                one_minus_decay < 0.5,
+                m + one_minus_decay * (g - m),
+                g - (g - m) * (1.0 - one_minus_decay),
+            )
+            _store(m_ptr, offsets, mask, m, noise, STATE, False)
+            first = m
+        if BIAS_CORRECTION:
+            second = tl.div_rn(second, correction)
+            if CENTERED:
+                first = tl.div_rn(first, correction)
+        if CENTERED:
+            second = tl.maximum(second - first * first, 0.0, propagate_nan=tl.PropagateNan.ALL)
+        denominator = tl.sqrt_rn(second + eps) if EPS_IN_SQRT else tl.sqrt_rn(second) + eps
+        # As the single-tensor path's addcdiv: value·g/d, the product first.
+        if MOMENTUM:
+            b = _load(b_ptr, offsets, mask, zero, STATE)
+            if LR_IN_MOMENTUM:
+                scaled = tl.div_rn(lr * g, denominator)
+                b = b * momentum + scaled
+                step = b * momentum + scaled if NESTEROV else b
+            else:
+                u = tl.div_rn(g, denominator)
+                b = b * momentum + u
+                step = lr * (b * momentum + u) if NESTEROV else lr * b
+            _store(b_ptr, offsets, mask, b, noise, STATE, False)
+        else:
+            step = tl.div_rn(lr * g, denominator)
+        _store(p_ptr, offsets, mask, theta - step, noise, PARAM, STOCHASTIC)
+
+    @_jit(do_not_specialize=["n_tensors"])
+    def _rmsprop_kernel(  # type: ignore[no-untyped-def]
+        tables,
+        block_tensor,
+        block_chunk,
+        tickets,
+        n_tensors,
+        lr_ptr,
+        grad_scale_ptr,
+        found_inf_ptr,
+        lr,
+        shrink,
+        decay,
+        one_minus_decay,
+        eps,
+        momentum,
+        weight_decay,
+        log2_decay_high,
+        log2_decay_low,
+        PARAM: tl.constexpr,
+        GRAD: tl.constexpr,
+        STATE: tl.constexpr,
+        STEP: tl.constexpr,
+        MAXIMIZE: tl.constexpr,
+        WEIGHT_DECAY: tl.constexpr,
+        CENTERED: tl.constexpr,
+        MOMENTUM: tl.constexpr,
+        NESTEROV: tl.constexpr,
+        LR_IN_MOMENTUM: tl.constexpr,
+        EPS_IN_SQRT: tl.constexpr,
+        BIAS_CORRECTION: tl.constexpr,
+        LR_ON_DEVICE: tl.constexpr,
+        GRAD_SCALE: tl.constexpr,
+        FOUND_INF: tl.constexpr,
+        STOCHASTIC: tl.constexpr,
+        ALIGNED: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        block = tl.program_id(0)
+        tensor = tl.load(block_tensor + block)
+        chunk = tl.load(block_chunk + block)
+        found_inf = tl.load(found_inf_ptr) if FOUND_INF else 0.0
+        if found_inf == 0:
+            numel = tl.load(tables + _NUMEL_ROW * n_tensors + tensor)
+            start = chunk.to(tl.int64) * BLOCK
+            p_ptr = (
+                tl.load(tables + _PARAM_ROW * n_tensors + tensor).to(tl.pointer_type(PARAM)) + start
+            )
+            g_ptr = (
+                tl.load(tables + _GRAD_ROW * n_tensors + tensor).to(tl.pointer_type(GRAD)) + start
+            )
+            v_ptr = tl.load(tables + _SQUARE_AVG_ROW * n_tensors + tensor).to(
+                tl.pointer_type(STATE)
+            )
+            v_ptr += start
+            m_ptr = tl.load(tables + _GRAD_AVG_ROW * n_tensors + tensor).to(tl.pointer_type(STATE))
+            m_ptr += start
+            b_ptr = tl.load(tables + _BUFFER_ROW * n_tensors + tensor).to(tl.pointer_type(STATE))
+            b_ptr += start
+            if ALIGNED:  # every address is 16-byte aligned, and so is each chunk's start
+                p_ptr = tl.multiple_of(p_ptr, 16)
+                g_ptr = tl.multiple_of(g_ptr, 16)
+                v_ptr = tl.multiple_of(v_ptr, 16)
+                m_ptr = tl.multiple_of(m_ptr, 16)
+                b_ptr = tl.multiple_of(b_ptr, 16)
+            step_ptr = tl.load(tables + _STEP_ROW * n_tensors + tensor).to(tl.pointer_type(STEP))
+            step = tl.load(step_ptr) + 1  # this step's count, written back below
+
+            if LR_ON_DEVICE:
+                lr = tl.load(lr_ptr).to(tl.float32)
+                shrink = 1.0 - lr * weight_decay
+            inv_scale = 1.0
+            if GRAD_SCALE:
+                inv_scale = tl.div_rn(1.0, tl.load(grad_scale_ptr).to(tl.float32))
+            correction = 1.0
+            if BIAS_CORRECTION:
+                # 1 - ρᵗ in float64, with log2(ρ) passed as two float32 halves.
+                t = step.to(tl.float64)
+                exponent = t * tl.cast(log2_decay_high, tl.float64)
+                exponent += t * tl.cast(log2_decay_low, tl.float64)
+                correction = (1.0 - tl.exp2(exponent)).to(tl.float32)
+            seed = 0
+            if STOCHASTIC:
+                seed = _mix(
+                    step.to(tl.uint32) * 0x9E3779B9
+                    ^ _mix(tensor.to(tl.uint32) * 0x85EBCA6B ^ chunk.to(tl.uint32))
+                )
+
+            count = numel - start
+            if count >= BLOCK:
+                _update_block(
+                    p_ptr, g_ptr, v_ptr, m_ptr, b_ptr, count,
+                    lr, shrink, decay, one_minus_decay, eps, momentum, weight_decay,
+                    inv_scale, correction, seed,
+                    PARAM, GRAD, STATE, False, MAXIMIZE, WEIGHT_DECAY, CENTERED, MOMENTUM,
+                    NESTEROV, LR_IN_MOMENTUM, EPS_IN_SQRT, BIAS_CORRECTION, GRAD_SCALE,
+                    STOCHASTIC, BLOCK,
+                )  # fmt: skip
+            else:
+                _update_block(
+                    p_ptr, g_ptr, v_ptr, m_ptr, b_ptr, count,
+                    lr, shrink, decay, one_minus_decay, eps, momentum, weight_decay,
+                    inv_scale, correction, seed,
+                    PARAM, GRAD, STATE, True, MAXIMIZE, WEIGHT_DECAY, CENTERED, MOMENTUM,
+                    NESTEROV, LR_IN_MOMENTUM, EPS_IN_SQRT, BIAS_CORRECTION, GRAD_SCALE,
+                    STOCHASTIC, BLOCK,
+                )  # fmt: skip
+
+            # Every program of the tensor read the old count before taking its
+            # ticket (acquire-release); the one holding the last ticket writes
+            # the new count and resets the tickets for the next step.
+            blocks = tl.maximum((numel + BLOCK - 1) // BLOCK, 1)
+            ticket = tl.atomic_add(tickets + tensor, 1)
+            if ticket == blocks - 1:
+                tl.store(step_ptr, step)
+                tl.store(tickets + tensor, 0)
+
+    INTERPRETED = not isinstance(_rmsprop_kernel, triton.runtime.JITFunction)
+    _TL_DTYPES = {
+        torch.float32: tl.float32,
+        torch.bfloat16: tl.bfloat16,
+        torch.float16: tl.float16,
+        torch.float64: tl.float64,
+    }
+else:
+    INTERPRETED = False
+
+
+def unsupported_reason(device_type: str) -> str:
+    """Why the Triton kernel can't run on tensors of this device type ('' when it can)."""
+    if not AVAILABLE:
+        return WHY_UNAVAILABLE
+    if device_type == "cuda":
+        if INTERPRETED:
+            return (
+                "triton was imported with TRITON_INTERPRET=1, and its interpreter "
+                "cannot reach CUDA memory through the kernel's address tables"
+            )
+        return ""
+    if device_type == "cpu":
+        if not INTERPRETED:
+            return (
+                "the Triton kernel runs on CPU tensors only through Triton's interpreter "
+                "(set TRITON_INTERPRET=1 before triton is imported)"
+            )
+        return ""
+    return f"the Triton kernel needs CUDA tensors, got {device_type} tensors"
+
+
+class _Launch:
+    """One kernel launch: the device tables of a group of tensors sharing a device and dtypes.
+
+    ``indices`` are the group's positions in the step's tensor lists;
+    ``columns`` the address table on the host: per tensor, the addresses of θ,
+    g, v, m, b and the step count, and the element count (complex tensors
+    count their reals).
+    """
+
+    def __init__(self, indices: list[int], key: tuple[Any, ...], columns: list[list[int]]) -> None:
+        self.indices = indices
+        self.device, self.param_dtype, self.grad_dtype, self.state_dtype, self.step_dtype = key
+        self.columns = columns
+        counts = [max(1, -(-n // BLOCK)) for n in columns[_NUMEL]]
+        self.n_tensors = len(indices)
+        self.n_blocks = sum(counts)
+        tensor_of_block = torch.arange(self.n_tensors).repeat_interleave(torch.tensor(counts))
+        first_block = torch.tensor([0, *counts[:-1]]).cumsum(0)
+        chunk_of_block = torch.arange(self.n_blocks) - first_block[tensor_of_block]
+        self.tables = _upload(torch.tensor(columns, dtype=torch.int64), self.device)
+        blocks = torch.stack([tensor_of_block, chunk_of_block]).to(torch.int32)
+        self.blocks = _upload(blocks, self.device)
+        self.tickets = torch.zeros(self.n_tensors, dtype=torch.int32, device=self.device)
+        self.aligned = _aligned(columns)
+
+    def refresh_grads(
+        self, params: list[Tensor], grads: list[Tensor], addresses: list[int]
+    ) -> bool:
+        """Uploads the gradients' row if they moved; False if one no longer fits the group."""
+        new = [addresses[i] for i in self.indices]
+        if new == self.columns[_GRAD]:
+            return True
+        for i in self.indices:
+            p, g = params[i], grads[i]
+            if _real_dtype(g) != self.grad_dtype or g.device != self.device:
+                return False
+            if g.is_complex() != p.is_complex() or not _same_dense_layout(p, [g]):
+                return False
+        self.columns[_GRAD] = new
+        row = _pinned(torch.tensor(new, dtype=torch.int64), self.device)
+        self.tables[_GRAD].copy_(row, non_blocking=True)
+        self.aligned = _aligned(self.columns)
+        return True
+
+
+def _pinned(values: Tensor, device: torch.device) -> Tensor:
+    # Pinned, so the copy is asynchronous and may be captured in a CUDA graph
+    # (PyTorch never recycles pinned memory that a captured copy reads).
+    return values.pin_memory() if device.type == "cuda" else values
+
+
+def _upload(values: Tensor, device: torch.device) -> Tensor:
+    if device.type != "cuda":
+        return values.to(device)
+    return _pinned(values, device).to(device, non_blocking=True)
+
+
+def _aligned(columns: list[list[int]]) -> bool:
+    rows = (_PARAM, _GRAD, _SQUARE_AVG, _GRAD_AVG, _BUFFER)
+    return all(address % 16 == 0 for row in rows for address in columns[row])
+
+
+class _Plan:
+    """How one step's tensors are updated: launches for the kernel, the rest by foreach."""
+
+    def __init__(self, launches: list[_Launch], rest: list[int], grads: list[int]) -> None:
+        self.launches = launches
+        self.rest = rest
+        self.grads = grads  # the gradient addresses the tables hold, in step order
+
+    def follow_grads(self, params: list[Tensor], grads: list[Tensor], addresses: list[int]) -> bool:
+        """Points the tables at moved gradients; False if the plan must be rebuilt."""
+        if not all(launch.refresh_grads(params, grads, addresses) for launch in self.launches):
+            return False
+        self.grads = addresses
+        return True
+
+
+# Plans of eager steps, keyed by the addresses of the parameters and their state.
+_plans: OrderedDict[tuple[int, ...], _Plan] = OrderedDict()
+_PLANS_KEPT = 16
+# Plans built while a CUDA graph was captured: the graph reads their tables at every replay.
+_graph_plans: list[_Plan] = []
+
+
+def fused_rmsprop(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor],
+    momentum_buffers: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: float | Tensor,
+    decay: float,
+    eps: float,
+    eps_in_sqrt: bool,
+    centered: bool,
+    momentum: float,
+    nesterov: bool,
+    lr_in_momentum: bool,
+    bias_correction: bool,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+    stochastic_rounding: bool = False,
+) -> None:
+    """The fused step on CUDA tensors (or, interpreted, CPU tensors): updates everything in place.
+
+    ``grad_avgs`` is empty unless ``centered``, ``momentum_buffers`` unless
+    ``momentum > 0``; ``state_steps`` are the step counts, on the parameters'
+    device. ``lr`` may be a tensor on that device (the kernel reads it, so a
+    captured graph sees later changes). Tensors the kernel can't take (other
+    dtypes, layouts or devices) go through the foreach path, same rule.
+    """
+    if not params:
+        return
+    if torch.compiler.is_compiling():
+        # One opaque op for the compiler; its body is the eager step below.
+        lr_value, lr_tensor = (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
+        torch.ops.rmsprop.fused_step(
+            params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps,
+            lr_value, lr_tensor, decay, eps, eps_in_sqrt, centered, momentum, nesterov,
+            lr_in_momentum, bias_correction, weight_decay, decoupled_weight_decay, maximize,
+            grad_scale, found_inf, stochastic_rounding,
+        )  # fmt: skip
+        return
+    hyper: dict[str, Any] = dict(
+        decay=decay,
+        eps=eps,
+        eps_in_sqrt=eps_in_sqrt,
+        centered=centered,
+        momentum=momentum,
+        nesterov=nesterov,
+        lr_in_momentum=lr_in_momentum,
+        bias_correction=bias_correction,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        maximize=maximize,
+    )
+    m = grad_avgs if centered else []
+    b = momentum_buffers if momentum > 0 else []
+    plan = _plan_for(params, grads, square_avgs, m, b, state_steps)
+    for launch in plan.launches:
+        _launch(launch, lr, grad_scale, found_inf, stochastic_rounding, hyper)
+    # The kernel writes behind autograd's back: tell it, as an in-place op would.
+    written = [*params, *square_avgs, *m, *b, *state_steps]
+    torch.autograd.graph.increment_version(written + (grads if grad_scale is not None else []))
+    if plan.rest:
+        _foreach_rest(
+            plan.rest, params, grads, square_avgs, m, b, state_steps,
+            lr, grad_scale, found_inf, hyper,
+        )  # fmt: skip
+
+
+def _plan_for(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor],
+    momentum_buffers: list[Tensor],
+    state_steps: list[Tensor],
+) -> _Plan:
+    """The cached plan for these tensors, its gradient rows updated; built when new."""
+    key = (
+        len(grad_avgs),
+        len(momentum_buffers),
+        *map(Tensor.data_ptr, params),
+        *map(Tensor.data_ptr, square_avgs),
+        *map(Tensor.data_ptr, grad_avgs),
+        *map(Tensor.data_ptr, momentum_buffers),
+        *map(Tensor.data_ptr, state_steps),
+    )
+    grad_addresses = list(map(Tensor.data_ptr, grads))
+    if params[0].is_cuda and torch.cuda.is_current_stream_capturing():
+        # Fresh tables the graph owns: eager steps may move the cached ones' gradient rows.
+        plan = _build_plan(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
+        _graph_plans.append(plan)
+        return plan
+    cached = _plans.get(key)
+    if cached is not None and (
+        cached.grads == grad_addresses or cached.follow_grads(params, grads, grad_addresses)
+    ):
+        _plans.move_to_end(key)
+        return cached
+    plan = _build_plan(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
+    _plans[key] = plan
+    while len(_plans) > _PLANS_KEPT:
+        _plans.popitem(last=False)
+    return plan
+
+
+def _build_plan(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor],
+    momentum_buffers: list[Tensor],
+    state_steps: list[Tensor],
+) -> _Plan:
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    rest = []
+    for i, p in enumerate(params):
+        state = [square_avgs[i]]
+        state += [grad_avgs[i]] if grad_avgs else []
+        state += [momentum_buffers[i]] if momentum_buffers else []
+        key = _launch_key(p, grads[i], state, state_steps[i])
+        if key is None:
+            rest.append(i)
+        else:
+            groups.setdefault(key, []).append(i)
+    launches = []
+    for key, indices in groups.items():
+        columns = [[0] * len(indices) for _ in range(_ROWS)]
+        for column, i in enumerate(indices):
+            columns[_PARAM][column] = params[i].data_ptr()
+            columns[_GRAD][column] = grads[i].data_ptr()
+            columns[_SQUARE_AVG][column] = square_avgs[i].data_ptr()
+            if grad_avgs:
+                columns[_GRAD_AVG][column] = grad_avgs[i].data_ptr()
+            if momentum_buffers:
+                columns[_BUFFER][column] = momentum_buffers[i].data_ptr()
+            columns[_STEP][column] = state_steps[i].data_ptr()
+            columns[_NUMEL][column] = params[i].numel() * (2 if params[i].is_complex() else 1)
+        launches.append(_Launch(indices, key, columns))
+    return _Plan(launches, rest, list(map(Tensor.data_ptr, grads)))
+
+
+def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tuple[Any, ...] | None:
+    """(device, parameter, gradient, state and step dtypes) if the kernel takes p, else None."""
+    device = p.device
+    if unsupported_reason(device.type):
+        return None
+    if any(t.device != device for t in (g, *state, step)):
+        return None
+    param_dtype, grad_dtype, state_dtype = _real_dtype(p), _real_dtype(g), _real_dtype(state[0])
+    if (
+        param_dtype not in _TENSOR_DTYPES
+        or grad_dtype not in _TENSOR_DTYPES
+        or state_dtype not in _TENSOR_DTYPES
+        or any(t.dtype != state[0].dtype for t in state)
+        or any(t.is_complex() != p.is_complex() for t in (g, *state))
+        or step.dtype not in _STEP_DTYPES
+        or step.numel() != 1
+        or not _same_dense_layout(p, [g, *state])
+    ):
+        return None
+    return device, param_dtype, grad_dtype, state_dtype, step.dtype
+
+
+def _real_dtype(t: Tensor) -> torch.dtype:
+    return torch.view_as_real(t).dtype if t.is_complex() else t.dtype
+
+
+def _same_dense_layout(p: Tensor, others: list[Tensor]) -> bool:
+    """p fills its memory without gaps or overlaps, and the others are laid out as p is."""
+    if p.is_contiguous() and all(t.is_contiguous() for t in others):
+        return True
+    if any(t.stride() != p.stride() for t in others):
+        return False
+    expected = 1
+    for size, stride in sorted(zip(p.shape, p.stride()), key=lambda pair: pair[1]):
+        if size != 1:
+            if stride != expected:
+                return False
+            expected *= size
+    return True
+
+
+def _launch(
+    launch: _Launch,
+    lr: float | Tensor,
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+    stochastic_rounding: bool,
+    hyper: dict[str, Any],
+) -> None:
+    device = launch.device
+    lr_ptr = None
+    if isinstance(lr, Tensor):
+        if lr.device == device and lr.dtype in _STEP_DTYPES:
+            lr_ptr, lr = lr, 0.0
+        else:
+            lr = float(lr.item())
+    if grad_scale is not None:
+        grad_scale = grad_scale.to(device, torch.float32, non_blocking=True)
+    if found_inf is not None:
+        found_inf = found_inf.to(device, torch.float32, non_blocking=True)
+    decay, weight_decay = hyper["decay"], hyper["weight_decay"]
+    # log2(ρ) in float64, passed as two float32 halves (kernel scalars are float32).
+    log2_decay = math.log2(decay) if 0 < decay < 1 else 0.0
+    log2_decay_high = float(np.float32(log2_decay))
+    decay_form = 0 if weight_decay == 0 else 2 if hyper["decoupled_weight_decay"] else 1
+    with _CurrentDevice(device):
+        _rmsprop_kernel[(launch.n_blocks,)](
+            launch.tables,
+            launch.blocks[0],
+            launch.blocks[1],
+            launch.tickets,
+            launch.n_tensors,
+            lr_ptr,
+            grad_scale,
+            found_inf,
+            lr,
+            1 - lr * weight_decay,
+            decay,
+            1 - decay,
+            hyper["eps"],
+            hyper["momentum"],
+            weight_decay,
+            log2_decay_high,
+            log2_decay - log2_decay_high,
+            PARAM=_TL_DTYPES[launch.param_dtype],
+            GRAD=_TL_DTYPES[launch.grad_dtype],
+            STATE=_TL_DTYPES[launch.state_dtype],
+            STEP=_TL_DTYPES[launch.step_dtype],
+            MAXIMIZE=hyper["maximize"],
+            WEIGHT_DECAY=decay_form,
+            CENTERED=hyper["centered"],
+            MOMENTUM=hyper["momentum"] > 0,
+            NESTEROV=hyper["nesterov"],
+            LR_IN_MOMENTUM=hyper["lr_in_momentum"],
+            EPS_IN_SQRT=hyper["eps_in_sqrt"],
+            BIAS_CORRECTION=hyper["bias_correction"],
+            LR_ON_DEVICE=lr_ptr is not None,
+            GRAD_SCALE=grad_scale is not None,
+            FOUND_INF=found_inf is not None,
+            STOCHASTIC=stochastic_rounding and launch.param_dtype == torch.bfloat16,
+            ALIGNED=launch.aligned,
+            BLOCK=BLOCK,
+            num_warps=NUM_WARPS,
+            enable_fp_fusion=False,
+        )
+
+
+class _CurrentDevice:
+    """Makes the tensors' CUDA device current (Triton launches on the current one)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.previous: int | None = None
+
+    def __enter__(self) -> None:
+        if self.device.type == "cuda" and self.device.index != torch.cuda.current_device():
+            self.previous = torch.cuda.current_device()
+            torch.cuda.set_device(self.device)
+
+    def __exit__(self, *_: object) -> None:
+        if self.previous is not None:
+            torch.cuda.set_device(self.previous)
+
+
+def _foreach_rest(
+    rest: list[int],
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor],
+    momentum_buffers: list[Tensor],
+    state_steps: list[Tensor],
+    lr: float | Tensor,
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+    hyper: dict[str, Any],
+) -> None:
+    from rmsprop.torch._functional import _multi_tensor_rmsprop, unscale_or_skip
+
+    def pick(tensors: list[Tensor]) -> list[Tensor]:
+        return [tensors[i] for i in rest] if tensors else []
+
+    rest_grads = pick(grads)
+    if not unscale_or_skip(rest_grads, grad_scale, found_inf):
+        return
+    _multi_tensor_rmsprop(
+        pick(params), rest_grads, pick(square_avgs), pick(grad_avgs), pick(momentum_buffers),
+        pick(state_steps), lr=lr, capturable=isinstance(lr, Tensor), differentiable=False, **hyper,
+    )  # fmt: skip
+
+
+# The step as one custom op, for torch.compile: opaque, mutating its tensor lists.
+_SCHEMA = (
+    "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] square_avgs, "
+    "Tensor(d!)[] grad_avgs, Tensor(e!)[] momentum_buffers, Tensor(f!)[] state_steps, "
+    "float lr, Tensor? lr_tensor, float decay, float eps, bool eps_in_sqrt, bool centered, "
+    "float momentum, bool nesterov, bool lr_in_momentum, bool bias_correction, "
+    "float weight_decay, bool decoupled_weight_decay, bool maximize, Tensor? grad_scale, "
+    "Tensor? found_inf, bool stochastic_rounding) -> ()"
+)
+
+
+_MUTATED = ("params", "grads", "square_avgs", "grad_avgs", "momentum_buffers", "state_steps")
+
+
+@torch.library.custom_op("rmsprop::fused_step", mutates_args=_MUTATED, schema=_SCHEMA)
+def _fused_step_op(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor],
+    momentum_buffers: list[Tensor],
+    state_steps: list[Tensor],
+    lr: float,
+    lr_tensor: Tensor | None,
+    decay: float,
+    eps: float,
+    eps_in_sqrt: bool,
+    centered: bool,
+    momentum: float,
+    nesterov: bool,
+    lr_in_momentum: bool,
+    bias_correction: bool,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+    stochastic_rounding: bool,
+) -> None:
+    fused_rmsprop(
+        params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps,
+        lr=lr if lr_tensor is None else lr_tensor, decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt,
+        centered=centered, momentum=momentum, nesterov=nesterov, lr_in_momentum=lr_in_momentum,
+        bias_correction=bias_correction, weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+        grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=stochastic_rounding,
+    )  # fmt: skip
+
+
+@_fused_step_op.register_fake  # type: ignore[misc]
+def _(*args: Any) -> None:
+    return None
