@@ -1,13 +1,16 @@
-"""The RMSprop step on lists of tensors: a single-tensor loop and a foreach path.
+"""The RMSprop step on lists of tensors: a single-tensor loop, a foreach path, fused kernels.
 
-Both compute `rmsprop.Config`'s rule with the same operations in the same
-order, so they agree bitwise wherever the foreach kernels do what the
-single-tensor ops do (always on CPU). For the settings `torch.optim.RMSprop`
-has, the operations are PyTorch's own, in PyTorch's order.
+The loop and foreach paths compute `rmsprop.Config`'s rule with the same
+operations in the same order, so they agree bitwise wherever the foreach
+kernels do what the single-tensor ops do (always on CPU). For the settings
+`torch.optim.RMSprop` has, the operations are PyTorch's own, in PyTorch's
+order. The fused kernels (Triton on CUDA, Numba on the CPU) compute the same
+rule in one pass over memory.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -28,6 +31,9 @@ def rmsprop(
     fused: bool = False,
     capturable: bool = False,
     differentiable: bool = False,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+    stochastic_rounding: bool = False,
     lr: float | Tensor,
     decay: float,
     eps: float,
@@ -45,26 +51,23 @@ def rmsprop(
 
     ``grad_avgs`` is empty unless ``centered``, ``momentum_buffers`` unless
     ``momentum > 0``. The hyperparameters are `rmsprop.Config`'s fields; see
-    :class:`rmsprop.torch.RMSprop` for the rule. ``fused`` runs the fused CPU
-    kernel (CPU tensors only), ``foreach`` the multi-tensor path, neither the
-    single-tensor loop.
+    :class:`rmsprop.torch.RMSprop` for the rule. ``fused`` runs the fused
+    kernel for the tensors' device (Triton on CUDA, and on CPU tensors when
+    ``TRITON_INTERPRET=1``; Numba on the CPU otherwise), ``foreach`` the
+    multi-tensor path, neither the single-tensor loop.
+
+    ``grad_scale`` and ``found_inf`` are `torch.amp.GradScaler`'s: the
+    gradients are divided by ``grad_scale``, in place, and when ``found_inf``
+    is nonzero nothing changes (the fused Triton kernel does both on the
+    device; the other paths read ``found_inf`` on the host).
+    ``stochastic_rounding`` rounds bfloat16 parameters stochastically (the
+    fused Triton kernel only).
     """
     if isinstance(lr, Tensor) and not capturable:
         # Reading a CPU scalar once per step is cheap; a device-resident lr is
         # only kept on the device where the caller asked for capturable steps.
         lr = lr.item()
-    if fused:
-        # Imported on first use: it loads Numba, which plain torch users never need.
-        from rmsprop.torch._fused_cpu import _fused_cpu_rmsprop as impl
-    else:
-        impl = _multi_tensor_rmsprop if foreach else _single_tensor_rmsprop
-    impl(
-        params,
-        grads,
-        square_avgs,
-        grad_avgs,
-        momentum_buffers,
-        state_steps,
+    kwargs: dict[str, Any] = dict(
         lr=lr,
         decay=decay,
         eps=eps,
@@ -77,9 +80,135 @@ def rmsprop(
         weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay,
         maximize=maximize,
-        capturable=capturable,
-        differentiable=differentiable,
     )
+    lists = (params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
+    if fused:
+        if differentiable:
+            raise RuntimeError("the fused kernels do not support differentiable=True")
+        _fused_rmsprop(*lists, grad_scale, found_inf, stochastic_rounding, kwargs)
+        return
+    if stochastic_rounding:
+        raise ValueError("stochastic_rounding=True needs the fused Triton kernel (fused=True)")
+    if not unscale_or_skip(grads, grad_scale, found_inf):
+        return
+    impl = _multi_tensor_rmsprop if foreach else _single_tensor_rmsprop
+    impl(*lists, **kwargs, capturable=capturable, differentiable=differentiable)
+
+
+def fused_unsupported_reason(params: list[Tensor]) -> str:
+    """Why no fused kernel can run on these parameters ('' when one can, for each device)."""
+    device_types = _device_types(params)
+    for device_type in device_types:
+        reason: str
+        if _triton_serves(device_type):
+            reason = _triton().unsupported_reason(device_type)
+        else:
+            from rmsprop.torch._fused_cpu import unsupported_reason
+
+            on_device = params
+            if len(device_types) > 1:
+                on_device = [p for p in params if p.device.type == device_type]
+            reason = unsupported_reason(on_device)
+            if reason and device_type != "cpu":
+                reason += " (and the Triton kernel CUDA tensors)"
+        if reason:
+            return reason
+    return ""
+
+
+def _device_types(params: list[Tensor]) -> list[str]:
+    """The parameters' device types, sorted (cheaply when they share one, as they usually do)."""
+    if not params:
+        return []
+    first = params[0]
+    if first.is_cuda and all(p.is_cuda for p in params):
+        return ["cuda"]
+    if first.is_cpu and all(p.is_cpu for p in params):
+        return ["cpu"]
+    return sorted({p.device.type for p in params})
+
+
+def _triton_serves(device_type: str) -> bool:
+    """Whether tensors of this device type are the Triton kernel's (else the Numba kernel's)."""
+    return device_type == "cuda" or (
+        device_type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+    )
+
+
+def _triton() -> Any:
+    # Imported on first use: it loads triton, which CPU users never need.
+    from rmsprop.torch import _triton
+
+    return _triton
+
+
+def _fused_rmsprop(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor],
+    momentum_buffers: list[Tensor],
+    state_steps: list[Tensor],
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+    stochastic_rounding: bool,
+    kwargs: dict[str, Any],
+) -> None:
+    """Runs each device type's tensors through its fused kernel."""
+    lists: tuple[list[Tensor], ...] = (
+        params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps
+    )  # fmt: skip
+    device_types = _device_types(params)
+    for device_type in device_types:
+        if len(device_types) == 1:
+            picked = lists
+        else:
+            keep = [i for i, p in enumerate(params) if p.device.type == device_type]
+            picked = tuple([ts[i] for i in keep] if ts else [] for ts in lists)
+        if _triton_serves(device_type):
+            reason = _triton().unsupported_reason(device_type)
+            if reason:
+                raise RuntimeError(reason)
+            _triton().fused_rmsprop(
+                *picked,
+                **kwargs,
+                grad_scale=grad_scale,
+                found_inf=found_inf,
+                stochastic_rounding=stochastic_rounding,
+            )
+            continue
+        if device_type != "cpu":
+            raise RuntimeError(fused_unsupported_reason(picked[0]))
+        if stochastic_rounding:
+            raise ValueError(
+                "stochastic_rounding=True needs the fused Triton kernel, which runs on CUDA tensors"
+            )
+        if unscale_or_skip(picked[1], grad_scale, found_inf):
+            # Imported on first use: it loads Numba, which plain torch users never need.
+            from rmsprop.torch._fused_cpu import _fused_cpu_rmsprop
+
+            _fused_cpu_rmsprop(*picked, **kwargs, capturable=False, differentiable=False)
+
+
+def unscale_or_skip(
+    grads: list[Tensor], grad_scale: Tensor | None, found_inf: Tensor | None
+) -> bool:
+    """GradScaler's protocol where no kernel reads it: False to skip the step, else unscale.
+
+    A nonzero ``found_inf`` means the step must change nothing. Otherwise the
+    gradients are multiplied in place by 1/``grad_scale`` (computed as
+    `torch.amp.GradScaler.unscale_` computes it, so the results are the same).
+    """
+    if found_inf is not None and found_inf.item():
+        return False
+    if grad_scale is not None and grads:
+        inv_scale = grad_scale.double().reciprocal().float()
+        by_device: dict[torch.device, list[Tensor]] = {}
+        for g in grads:
+            by_device.setdefault(g.device, []).append(g)
+        for device, device_grads in by_device.items():
+            torch._foreach_mul_(device_grads, inv_scale.to(device))
+    return True
 
 
 def _bias_correction(decay: float, step: Tensor, dtype: torch.dtype, capturable: bool) -> Any:

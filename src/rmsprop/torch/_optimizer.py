@@ -17,7 +17,7 @@ from torch.optim.optimizer import (
 
 from rmsprop import flavors
 from rmsprop._config import FIELD_NAMES, Config
-from rmsprop.torch._functional import rmsprop
+from rmsprop.torch._functional import _triton_serves, fused_unsupported_reason, rmsprop
 
 __all__ = ["RMSprop"]
 
@@ -81,17 +81,30 @@ class RMSprop(Optimizer):
         maximize: ascend instead of descend (default: False).
         differentiable: let autograd through the step (single-tensor path
             only) (default: False).
-        fused: use the fused kernel for the tensors' device: on the CPU a
-            multi-threaded single pass over memory (needs ``rmsprop[fast]``,
-            i.e. Numba). ``None`` picks it for CPU tensors when neither
-            ``foreach`` nor ``differentiable`` is set; ``True`` where it cannot
-            run is an error, never a silent fallback (default: None).
+        fused: use the fused kernel for the tensors' device, one pass over
+            memory: on CUDA one Triton launch per step for all tensors of a
+            dtype combination (needs ``rmsprop[triton]``); on the CPU a
+            multi-threaded Numba loop (needs ``rmsprop[fast]``), or the Triton
+            kernel through Triton's interpreter when ``TRITON_INTERPRET=1``.
+            ``None`` picks it when neither ``foreach`` nor ``differentiable``
+            is set and the kernel can run; ``True`` where it cannot run is an
+            error, never a silent fallback (default: None). On CUDA the step
+            counts then live on the device, and `torch.amp.GradScaler`'s
+            scale and inf check are applied in the kernel.
         flavor: a flavor name whose rule and defaults to start from
             (default: ``"pytorch"``).
         decay: another name for ``alpha`` (`Config`'s); give one or the other.
         eps_in_sqrt, initial_square_avg, nesterov, lr_in_momentum,
         bias_correction, decoupled_weight_decay: the `Config` fields of the
             same name; ``None`` takes the flavor's value.
+        state_dtype: the dtype of the averages and the momentum buffer, e.g.
+            ``torch.float32`` beside bfloat16 parameters; ``None`` keeps the
+            parameter's dtype, as PyTorch does (default: None). Complex
+            parameters keep complex state.
+        stochastic_rounding: round bfloat16 parameters up or down at random,
+            with probability given by the distance, instead of to nearest, so
+            small updates survive on average (the fused Triton kernel only)
+            (default: False).
 
     Raises:
         ValueError, TypeError: an invalid setting (checked by `rmsprop.Config`).
@@ -130,6 +143,8 @@ class RMSprop(Optimizer):
         lr_in_momentum: bool | None = None,
         bias_correction: bool | None = None,
         decoupled_weight_decay: bool | None = None,
+        state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
     ) -> None:
         given = {
             name: value
@@ -176,7 +191,31 @@ class RMSprop(Optimizer):
                 f"fused=True cannot be combined with "
                 f"{'foreach=True' if foreach else 'differentiable=True'}"
             )
+        if state_dtype is not None and not (
+            isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point
+        ):
+            raise TypeError(f"state_dtype must be a floating torch.dtype or None: {state_dtype!r}")
+        if not isinstance(stochastic_rounding, bool):
+            raise TypeError(f"stochastic_rounding must be a bool, got {stochastic_rounding!r}")
+        if stochastic_rounding and (fused is False or foreach or differentiable):
+            raise ValueError("stochastic_rounding=True needs the fused kernel (fused=True or None)")
+        # Optimizer-wide, not param-group keys: kept by pickling (see __getstate__).
+        self.state_dtype = state_dtype
+        self.stochastic_rounding = stochastic_rounding
         super().__init__(params, defaults)
+
+    @property
+    def _step_supports_amp_scaling(self) -> bool:  # read by torch.amp.GradScaler
+        # The Triton kernel unscales and skips on the device; every other path
+        # follows the same protocol on the host (see `rmsprop`).
+        return any(_takes_triton_kernel(group) for group in self.param_groups)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            **super().__getstate__(),
+            "state_dtype": self.state_dtype,
+            "stochastic_rounding": self.stochastic_rounding,
+        }
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Adds a param group, validating its hyperparameters first.
@@ -196,6 +235,9 @@ class RMSprop(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        # Pickled before these options existed (load_state_dict comes here too: keep them).
+        self.__dict__.setdefault("state_dtype", None)
+        self.__dict__.setdefault("stochastic_rounding", False)
         for group in self.param_groups:
             # Groups saved by torch.optim.RMSprop (or an older version) lack
             # the extra fields: take this optimizer's defaults for them.
@@ -205,6 +247,7 @@ class RMSprop(Optimizer):
                 p_state = self.state.get(p, {})
                 if p_state and not torch.is_tensor(p_state["step"]):
                     p_state["step"] = _new_step(p, group["capturable"], float(p_state["step"]))
+        self._move_steps_to_the_kernel()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Loads a state dict of this class or of `torch.optim.RMSprop`.
@@ -216,6 +259,26 @@ class RMSprop(Optimizer):
         """
         self._check_state_dict(state_dict)
         super().load_state_dict(state_dict)
+        if self.state_dtype is not None:
+            # torch casts floating state to the parameter's dtype; keep ours.
+            for p_state in self.state.values():
+                for key in _STATE_KEYS[1:]:
+                    if key in p_state and not p_state[key].is_complex():
+                        p_state[key] = p_state[key].to(self.state_dtype)
+
+    def _move_steps_to_the_kernel(self) -> None:
+        """Puts the step counts of CUDA parameters the Triton kernel updates on their device.
+
+        (The kernel counts on the device; counts kept on the CPU, as a state
+        dict of the foreach path has them, would send their tensors elsewhere.)
+        """
+        for group in self.param_groups:
+            if group["capturable"] or not _takes_triton_kernel(group):
+                continue
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if p_state and p.is_cuda and not p_state["step"].is_cuda:
+                    p_state["step"] = p_state["step"].to(p.device)
 
     @_use_grad_for_differentiable
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -231,7 +294,13 @@ class RMSprop(Optimizer):
                 loss = closure()
 
         for group in self.param_groups:
-            params, grads, square_avgs, grad_avgs, buffers, steps = self._init_group(group)
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            square_avgs: list[Tensor] = []
+            grad_avgs: list[Tensor] = []
+            buffers: list[Tensor] = []
+            steps: list[Tensor] = []
+            self._init_group(group, params, grads, square_avgs, grad_avgs, buffers, steps)
             fused, foreach = _choose_path(group, params)
             rmsprop(
                 params,
@@ -244,40 +313,69 @@ class RMSprop(Optimizer):
                 fused=fused,
                 capturable=group["capturable"],
                 differentiable=group["differentiable"],
+                grad_scale=getattr(self, "grad_scale", None),
+                found_inf=getattr(self, "found_inf", None),
+                stochastic_rounding=self.stochastic_rounding,
                 **{field: group[_GROUP_KEY[field]] for field in _STEP_FIELDS},
             )
         return loss
 
-    def _init_group(self, group: dict[str, Any]) -> tuple[list[Tensor], ...]:
-        params, grads, square_avgs, grad_avgs, buffers, steps = [], [], [], [], [], []
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        square_avgs: list[Tensor],
+        grad_avgs: list[Tensor],
+        buffers: list[Tensor],
+        steps: list[Tensor],
+    ) -> None:
+        """Fills the lists with the group's parameters that have gradients, and their state.
+
+        Creates missing state first. Fills lists rather than returning them, as
+        torch's optimizers do: torch.compile runs this method eagerly and
+        relies on that.
+        """
+        with_momentum, centered = group["momentum"] > 0, group["centered"]
+        # The Triton kernel counts steps on the device.
+        device_steps = group["capturable"] or _takes_triton_kernel(group)
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            if p.grad.is_sparse:
+            if grad.is_sparse:
                 raise RuntimeError("RMSprop does not support sparse gradients")
             state = self.state[p]
             if not state:
-                state["step"] = _new_step(p, group["capturable"])
+                state["step"] = _new_step(p, device_steps)
                 start = group["initial_square_avg"]
                 # A complex parameter is two reals, and each part's average starts there.
                 fill = complex(start, start) if p.is_complex() else start
-                state["square_avg"] = torch.full_like(p, fill, memory_format=torch.preserve_format)
+                state["square_avg"] = torch.full_like(
+                    p, fill, dtype=self._state_dtype(p), memory_format=torch.preserve_format
+                )
             # Created when first needed, so momentum or centered may be turned
             # on in a group mid-run (the buffers start at zero).
-            if group["momentum"] > 0 and "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if group["centered"] and "grad_avg" not in state:
-                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if with_momentum and "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(
+                    p, dtype=self._state_dtype(p), memory_format=torch.preserve_format
+                )
+            if centered and "grad_avg" not in state:
+                state["grad_avg"] = torch.zeros_like(
+                    p, dtype=self._state_dtype(p), memory_format=torch.preserve_format
+                )
 
             params.append(p)
-            grads.append(p.grad)
+            grads.append(grad)
             steps.append(state["step"])
             square_avgs.append(state["square_avg"])
-            if group["momentum"] > 0:
+            if with_momentum:
                 buffers.append(state["momentum_buffer"])
-            if group["centered"]:
+            if centered:
                 grad_avgs.append(state["grad_avg"])
-        return params, grads, square_avgs, grad_avgs, buffers, steps
+
+    def _state_dtype(self, p: Tensor) -> torch.dtype:
+        return p.dtype if self.state_dtype is None or p.is_complex() else self.state_dtype
 
     def _check_state_dict(self, state_dict: Any) -> None:
         if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
@@ -361,21 +459,27 @@ def _choose_path(group: dict[str, Any], params: list[Tensor]) -> tuple[bool, boo
     """(fused, foreach) for this step: what the group asks for, or the fastest that can run."""
     fused, foreach = group["fused"], group["foreach"]
     if fused:
-        from rmsprop.torch._fused_cpu import unsupported_reason
-
-        reason = unsupported_reason(params)
+        reason = fused_unsupported_reason(params)
         if reason:
             raise RuntimeError(f"fused=True, but {reason}")
         return True, False
     automatic = fused is None and foreach is None and not group["differentiable"]
-    if automatic and params and all(p.device.type == "cpu" for p in params):
-        from rmsprop.torch._fused_cpu import unsupported_reason
-
-        if not unsupported_reason(params):
-            return True, False
+    if automatic and params and not fused_unsupported_reason(params):
+        return True, False
     if foreach is None:
         _, foreach = _default_to_fused_or_foreach(params, group["differentiable"], use_fused=False)
     return False, bool(foreach)
+
+
+def _takes_triton_kernel(group: dict[str, Any]) -> bool:
+    """Whether the group's parameters are, or may be, updated by the Triton kernel."""
+    if group["fused"] is False or group["foreach"] or group["differentiable"]:
+        return False
+    # A group's parameters normally share a device: the first one decides.
+    first = group["params"][0] if group["params"] else None
+    if first is None or not _triton_serves(first.device.type):
+        return False
+    return not fused_unsupported_reason([first])
 
 
 def _group_config(group: Mapping[str, Any]) -> Config:
