@@ -1,0 +1,747 @@
+"""The fused Triton kernel: every rule, dtype, layout and protocol, against the single-tensor path.
+
+Triton decides at import whether kernels are compiled or interpreted
+(``TRITON_INTERPRET=1``), so without a GPU the suite runs in a pytest
+subprocess with that variable set (`test_the_suite_through_triton_s_interpreter`),
+where the kernel runs on CPU tensors, address tables included. With a GPU the
+same tests run on CUDA in this process (marker ``gpu``), with the GPU-only ones
+(CUDA graphs, GradScaler on CUDA, torch.compile with inductor, a tensor over
+2³¹ elements).
+
+The interpreter and a GPU compute the same IEEE operations (no fused
+multiply-adds, correctly rounded division and square root, bfloat16 rounded
+through bit patterns), so the tolerances below hold on both.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tables import TOLERANCES, config_kwargs, flavor_cases, learning_rate_at, random_configs
+
+torch = pytest.importorskip("torch", reason="the torch backend needs the torch extra")
+triton = pytest.importorskip("triton", reason="the fused CUDA kernel needs the triton extra")
+tl = triton.language
+
+import rmsprop.numpy as rnp  # noqa: E402
+from rmsprop import Config  # noqa: E402
+from rmsprop.torch import RMSprop, rmsprop  # noqa: E402
+from rmsprop.torch import _triton as fused_triton  # noqa: E402
+from rmsprop.torch._functional import fused_unsupported_reason  # noqa: E402
+from rmsprop.torch._optimizer import _choose_path  # noqa: E402
+from rmsprop.torch._triton import _float32_to_bfloat16  # noqa: E402
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+CUDA = torch.cuda.is_available() and not INTERPRETING
+try:
+    gpu = pytest.mark.gpu  # registered in pyproject.toml
+except pytest.fail.Exception:  # not registered (yet): select GPU tests by CUDA alone
+    gpu = pytest.mark.skipif(False, reason="")
+needs_cuda = [gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")]
+# Where the kernel runs in this process: CPU tensors when interpreting, else CUDA.
+DEVICES = ["cpu"] if INTERPRETING else [pytest.param("cuda", marks=needs_cuda)]
+interpreted_or_cuda = pytest.mark.parametrize("device", DEVICES)
+
+BLOCK = fused_triton.BLOCK
+# Worst seen over every case below, interpreted: 9.5e-7 after 3 steps. The
+# loop's own kernels fuse some multiply-adds (and on the CPU its square root is
+# not correctly rounded), so the paths differ in the last float32 bits.
+FLOAT32 = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def draw(shape, dtype, generator):
+    """Random values exactly representable in ``dtype``, as ``dtype``."""
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    if dtype.is_complex:
+        x = torch.complex(x, torch.randn(shape, generator=generator, dtype=torch.float64))
+    return x.to(dtype)
+
+
+# 0-d, empty, odd, 2-D, one full block plus a masked one, complex, and one
+# non-contiguous (the foreach path takes it, beside the kernel).
+SHAPES = [((), None), ((0,), None), ((7,), None), ((3, 5), None), ((BLOCK + 3,), None)]
+EXTRA = [((3,), torch.complex64), ((6, 4), "transposed")]
+
+
+def make_params(device, dtype, seed=0, extra=True):
+    generator = torch.Generator().manual_seed(seed)
+    params = []
+    for shape, kind in SHAPES + (EXTRA if extra else []):
+        if kind == "transposed":
+            p = draw(shape[::-1], dtype, generator).t()
+        else:
+            p = draw(shape, kind or dtype, generator)
+        params.append(torch.nn.Parameter(p.to(device)))
+    return params
+
+
+def train(params, options, steps, seed=1, schedule=None, grad_dtype=None):
+    """Steps an RMSprop over ``params`` with seeded gradients; returns the optimizer."""
+    opt = RMSprop(params, **options)
+    for step in range(steps):
+        generator = torch.Generator().manual_seed(seed * 1000 + step)
+        for p in params:
+            p.grad = draw(p.shape, p.dtype, generator).to(p.device)
+            if not p.is_contiguous():
+                p.grad = p.grad.t().contiguous().t()  # laid out as the parameter is
+        if schedule is not None:
+            opt.param_groups[0]["lr"] = schedule(step)
+        opt.step()
+    return opt
+
+
+FUSED = {"fused": True}
+LOOP = {"fused": False, "foreach": False}
+
+
+def assert_close(got, want, **tolerance):
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.detach().cpu(), b.detach().cpu(), **tolerance)
+
+
+# ---- every rule -------------------------------------------------------------------------
+
+CASES = list(flavor_cases()) + list(random_configs(20))
+if not (INTERPRETING or CUDA):
+    CASES = CASES[:1]  # skipped here anyway: one placeholder keeps the skip list short
+
+
+@interpreted_or_cuda
+@pytest.mark.parametrize(("desc", "config"), CASES, ids=[d for d, _ in CASES])
+def test_every_rule_matches_the_single_tensor_path(device, desc, config):
+    results = []
+    for path in (FUSED, LOOP):
+        params = make_params(device, torch.float32)
+        opt = train(params, {**path, **config_kwargs(config)}, steps=3,
+                    schedule=lambda step: learning_rate_at(config, step))  # fmt: skip
+        results.append((params, opt))
+    (fused, fused_opt), (loop, loop_opt) = results
+    assert_close(fused, loop, **FLOAT32)
+    for a, b in zip(fused, loop):
+        for key, value in loop_opt.state[b].items():
+            got = fused_opt.state[a][key]
+            torch.testing.assert_close(got.cpu(), value.cpu().to(got.dtype), **FLOAT32)
+
+
+ORACLE_CASES = [(d, c) for d, c in CASES if d.endswith("-as-is") or d in ("random-1", "random-7")]
+
+
+@interpreted_or_cuda
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+@pytest.mark.parametrize(("desc", "config"), ORACLE_CASES, ids=[d for d, _ in ORACLE_CASES])
+def test_many_steps_stay_within_the_float64_oracle_tolerances(device, dtype_name, desc, config):
+    dtype = getattr(torch, dtype_name)
+    params = make_params(device, dtype, extra=False)
+    initial = [p.detach().double().cpu().numpy() for p in params]
+    steps, gradients = 20, []
+    opt = RMSprop(params, fused=True, **config_kwargs(config))
+    for step in range(steps):
+        generator = torch.Generator().manual_seed(step)
+        grads = [draw(p.shape, dtype, generator) for p in params]
+        gradients.append([g.double().numpy() for g in grads])
+        for p, g in zip(params, grads):
+            p.grad = g.to(device)
+        opt.param_groups[0]["lr"] = learning_rate_at(config, step)
+        opt.step()
+    expected, state = list(initial), rnp.init(initial, config)
+    for step in range(steps):
+        lr_config = config.replace(lr=learning_rate_at(config, step))
+        expected, state = rnp.update(expected, gradients[step], state, lr_config)
+    for p, want in zip(params, expected):
+        got = p.detach().double().cpu()
+        want = torch.as_tensor(want, dtype=torch.float64)
+        torch.testing.assert_close(got, want, **TOLERANCES[dtype_name])
+
+
+# ---- precision ---------------------------------------------------------------------------
+
+ONE_STEP_OPTIONS = [
+    {"momentum": 0.9, "centered": True},
+    {"flavor": "tensorflow", "momentum": 0.9, "nesterov": True, "bias_correction": True},
+    {"flavor": "keras", "weight_decay": 0.1, "maximize": True},
+]
+
+
+@interpreted_or_cuda
+@pytest.mark.parametrize("options", ONE_STEP_OPTIONS, ids=["centered", "tf-nesterov", "keras"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("state_dtype", [None, torch.float32], ids=["state-same", "state-fp32"])
+def test_16_bit_parameters_get_float32_math_rounded_once(device, dtype, state_dtype, options):
+    # One step on 16-bit tensors is the float32 step on the same values,
+    # rounded to nearest even once at the end.
+    half = make_params(device, dtype, extra=False)
+    wide = [torch.nn.Parameter(p.detach().float()) for p in half]
+    train(half, {**FUSED, "state_dtype": state_dtype, **options}, steps=1)
+    train(wide, {**LOOP, **options}, steps=1)
+    differ = total = 0
+    for a, b in zip(half, wide):
+        assert a.dtype == dtype
+        want = b.detach().to(dtype)
+        mismatch = a.detach() != want
+        differ += int(mismatch.sum())
+        total += a.numel()
+        # Where the two float32 results straddle a rounding boundary: one unit apart.
+        ulp = torch.finfo(dtype).eps * want[mismatch].abs().float()
+        assert ((a.detach()[mismatch].float() - want[mismatch].float()).abs() <= ulp).all()
+    assert differ <= 0.005 * total
+
+
+@interpreted_or_cuda
+def test_state_dtype_is_independent_of_the_parameter_dtype(device):
+    for param_dtype, state_dtype in [
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.bfloat16),
+    ]:
+        params = make_params(device, param_dtype, extra=False)
+        opt = train(params, {**FUSED, "state_dtype": state_dtype, "momentum": 0.9,
+                             "centered": True}, steps=2)  # fmt: skip
+        for p in params:
+            assert p.dtype == param_dtype
+            for key in ("square_avg", "momentum_buffer", "grad_avg"):
+                assert opt.state[p][key].dtype == state_dtype
+        reference = [torch.nn.Parameter(p.detach().double()) for p in make_params(
+            device, param_dtype, extra=False)]  # fmt: skip
+        train(reference, {**LOOP, "momentum": 0.9, "centered": True}, steps=2)
+        tolerance = 2 * torch.finfo(torch.bfloat16).eps
+        assert_close([p.double() for p in params], reference, rtol=tolerance, atol=tolerance)
+
+
+@interpreted_or_cuda
+@pytest.mark.parametrize(
+    ("param_dtype", "grad_dtype", "state_dtype"),
+    [
+        (torch.float32, torch.bfloat16, torch.float32),
+        (torch.bfloat16, torch.float16, torch.bfloat16),
+        (torch.float16, torch.float32, torch.float32),
+    ],
+)
+def test_gradient_dtype_may_differ_from_the_parameter_dtype(
+    device, param_dtype, grad_dtype, state_dtype
+):
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(5,), (BLOCK + 1,)]
+    params = [draw(s, param_dtype, generator).to(device) for s in shapes]
+    grads = [draw(s, grad_dtype, generator).to(device) for s in shapes]
+    wide = [p.double() for p in params]
+    lists = {
+        True: (params, [torch.zeros_like(p, dtype=state_dtype) for p in params]),
+        False: (wide, [torch.zeros_like(p) for p in wide]),
+    }
+    hyper = config_kwargs(Config(lr=0.01))
+    del hyper["initial_square_avg"]  # a state-creation setting, not the step's
+    for fused, (ps, vs) in lists.items():
+        steps = [torch.zeros((), device=device) for _ in ps]
+        rmsprop(ps, [g.to(ps[0].dtype) if not fused else g for g in grads], vs, [], [], steps,
+                foreach=False, fused=fused, **hyper)  # fmt: skip
+    tolerance = torch.finfo(param_dtype).eps
+    assert_close([p.double() for p in params], wide, rtol=tolerance, atol=tolerance)
+
+
+@triton.jit
+def _round_to_bfloat16_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):  # noqa: N803
+    offsets = tl.arange(0, BLOCK)
+    mask = offsets < n
+    x = tl.load(x_ptr + offsets, mask=mask)
+    tl.store(out_ptr + offsets, _float32_to_bfloat16(x, 0, False), mask=mask)
+
+
+@interpreted_or_cuda
+def test_bfloat16_rounding_is_to_nearest_even_like_torch(device):
+    tiny = torch.finfo(torch.float32).tiny
+    specials = [0.0, -0.0, 1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -(1 + 2**-8),
+                tiny, tiny / 3, -tiny / 7, 1e-40, 3.3e38, 3.4e38, -3.4e38,
+                float("inf"), float("-inf"), float("nan")]  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.tensor(specials), torch.randn(1000, generator=generator) * 1e3])
+    x = x.to(device)
+    out = torch.empty(x.shape, dtype=torch.bfloat16, device=device)
+    _round_to_bfloat16_kernel[(1,)](x, out, x.numel(), BLOCK=2048)
+    want = x.cpu().to(torch.bfloat16)
+    got = out.cpu()
+    assert torch.equal(got.isnan(), want.isnan())
+    finite = ~want.isnan()
+    assert torch.equal(got[finite].view(torch.int16), want[finite].view(torch.int16))
+
+
+@interpreted_or_cuda
+def test_stochastic_rounding_keeps_updates_below_half_a_unit_on_average(device):
+    # v starts at 1 and the gradient is 1, so every step moves θ by lr = 1e-3,
+    # under half a bfloat16 unit at 1 (2⁻⁹): to nearest, θ never moves.
+    def run(stochastic):
+        p = torch.nn.Parameter(torch.ones(2 * BLOCK, dtype=torch.bfloat16, device=device))
+        opt = RMSprop([p], lr=1e-3, eps=0.0, initial_square_avg=1.0,
+                      state_dtype=torch.float32, stochastic_rounding=stochastic)  # fmt: skip
+        for _ in range(20):
+            p.grad = torch.ones_like(p)
+            opt.step()
+        return p.detach().float().cpu()
+
+    assert torch.equal(run(False), torch.ones(2 * BLOCK))
+    rounded = run(True)
+    assert abs(rounded.mean().item() - (1 - 20e-3)) < 2e-3
+    assert len(rounded.unique()) > 1  # elements draw different numbers
+    assert torch.equal(rounded, run(True))  # from (step, tensor, element): reproducible
+
+
+# ---- shapes, layouts and bookkeeping -----------------------------------------------------
+
+
+def last_plan():
+    return next(reversed(fused_triton._plans.values()))
+
+
+@interpreted_or_cuda
+def test_layouts_alignments_and_dtypes_the_kernel_cannot_take(device):
+    def make():
+        generator = torch.Generator().manual_seed(0)
+        base = draw((101,), torch.float32, generator)
+        return [
+            draw((2, 3, 4, 5), torch.float32, generator).to(memory_format=torch.channels_last),
+            base[1:],  # a view 4 bytes past an aligned address
+            draw((4, 6), torch.float32, generator).t(),  # transposed: not the gradient's layout
+            draw((5,), torch.float64, generator),  # float64 keeps float64 math: foreach
+            draw((3,), torch.complex64, generator),
+        ]
+
+    def grads(params, step):
+        generator = torch.Generator().manual_seed(step)
+        out = [draw(p.shape, p.dtype, generator) for p in params]
+        out[0] = out[0].to(memory_format=torch.channels_last)
+        return out
+
+    results = []
+    for path in (FUSED, LOOP):
+        params = [torch.nn.Parameter(t.to(device)) for t in make()]
+        opt = RMSprop(params, momentum=0.9, **path)
+        for step in range(3):
+            for p, g in zip(params, grads(params, step)):
+                p.grad = g.to(device)
+            opt.step()
+            if path is FUSED:
+                plan = last_plan()
+        results.append(params)
+    assert_close(*results, **FLOAT32)
+    assert plan.rest == [2, 3]
+    assert sorted(i for launch in plan.launches for i in launch.indices) == [0, 1, 4]
+    assert not any(launch.aligned for launch in plan.launches if 1 in launch.indices)
+
+
+@interpreted_or_cuda
+def test_step_counts_with_many_blocks_and_skipped_parameters(device):
+    params = [torch.nn.Parameter(torch.randn(n, device=device)) for n in (3 * BLOCK + 1, 1, 0)]
+    opt = RMSprop(params, fused=True, bias_correction=True)
+    for step in range(5):
+        for i, p in enumerate(params):
+            p.grad = None if (i == 1 and step == 2) else torch.randn_like(p)
+        opt.step()
+        for launch in last_plan().launches:
+            assert not launch.tickets.any()  # every tensor's last program reset them
+    assert [opt.state[p]["step"].item() for p in params] == [5.0, 4.0, 5.0]
+    assert all(opt.state[p]["step"].device == p.device for p in params)
+
+
+@interpreted_or_cuda
+def test_tables_follow_moved_gradients_and_replaced_state(device):
+    def run(path, reload=False):
+        params = make_params(device, torch.float32, extra=False)
+        opt = RMSprop(params, momentum=0.5, **path)
+        kept, plans = [], []
+        for step in range(4):
+            generator = torch.Generator().manual_seed(step)
+            kept += [p.grad for p in params]  # so the new gradients get new addresses
+            for p in params:
+                p.grad = draw(p.shape, p.dtype, generator).to(device)
+            if reload and step == 2:
+                opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # new state tensors
+            opt.step()
+            plans.append(id(last_plan()) if path is FUSED else None)
+        return params, plans
+
+    for reload in (False, True):
+        fused, plans = run(FUSED, reload)
+        loop, _ = run(LOOP, reload)
+        assert_close(fused, loop, **FLOAT32)
+        assert plans[1] == plans[2] if not reload else plans[1] != plans[2]
+        assert plans[2] == plans[3]
+
+
+@interpreted_or_cuda
+def test_autograd_sees_the_parameters_change(device):
+    p = torch.nn.Parameter(torch.randn(4, device=device))
+    p.grad = torch.randn_like(p)
+    before = p._version
+    RMSprop([p], fused=True).step()
+    assert p._version > before
+
+
+# ---- AMP, capturable, compile ------------------------------------------------------------
+
+
+@interpreted_or_cuda
+def test_grad_scale_and_found_inf_are_applied_in_the_kernel(device):
+    scale = 2.0**10  # exact: scaled and unscaled gradients give the same bits
+
+    def run(grad_scale=None, found_inf=None):
+        params = make_params(device, torch.float32, extra=False)
+        opt = train(params, {**FUSED, "momentum": 0.9, "centered": True}, steps=2)
+        generator = torch.Generator().manual_seed(99)
+        grads = [draw(p.shape, p.dtype, generator).to(device) for p in params]
+        for p, g in zip(params, grads):
+            p.grad = g * scale if grad_scale is not None else g.clone()
+        opt.grad_scale, opt.found_inf = grad_scale, found_inf  # as GradScaler sets them
+        opt.step()
+        return params, opt, grads
+
+    def flag(value):
+        return torch.tensor(value, device=device)
+
+    plain, _, grads = run()
+    scaled, _, _ = run(flag(scale), flag(0.0))
+    assert_close(scaled, plain, rtol=0, atol=0)
+    assert_close([p.grad for p in scaled], grads, rtol=0, atol=0)  # unscaled, as unscale_ does
+
+    skipped, skipped_opt, _ = run(flag(scale), flag(1.0))
+    untouched = make_params(device, torch.float32, extra=False)
+    untouched_opt = train(untouched, {**FUSED, "momentum": 0.9, "centered": True}, steps=2)
+    assert_close(skipped, untouched, rtol=0, atol=0)
+    for a, b in zip(skipped, untouched):
+        for key, value in untouched_opt.state[b].items():
+            assert torch.equal(skipped_opt.state[a][key], value), key  # steps included
+    assert_close([p.grad for p in skipped], [g * scale for g in grads], rtol=0, atol=0)
+
+
+@interpreted_or_cuda
+def test_a_grad_scaler_trains_identically_and_skips_overflowing_steps(device):
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        return model.to(device)
+
+    inputs = [torch.randn(16, 6, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    plain, scaled = make(), make()
+    plain_opt = RMSprop(plain.parameters(), fused=True, momentum=0.9)
+    scaled_opt = RMSprop(scaled.parameters(), fused=True, momentum=0.9)
+    assert scaled_opt._step_supports_amp_scaling
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**12)
+    for x in inputs:
+        x = x.to(device)
+        plain(x).pow(2).mean().backward()
+        plain_opt.step()
+        plain_opt.zero_grad()
+        scaler.scale(scaled(x).pow(2).mean()).backward()
+        scaler.step(scaled_opt)
+        scaler.update()
+        scaled_opt.zero_grad()
+    assert_close(list(scaled.parameters()), list(plain.parameters()), **FLOAT32)
+
+    before = [p.detach().clone() for p in scaled.parameters()]
+    steps = [scaled_opt.state[p]["step"].item() for p in scaled.parameters()]
+    scaler.scale(scaled(inputs[0].to(device)).pow(2).mean()).backward()
+    next(scaled.parameters()).grad[0, 0] = float("inf")
+    scaler.step(scaled_opt)
+    scaler.update()
+    assert_close(list(scaled.parameters()), before, rtol=0, atol=0)
+    assert [scaled_opt.state[p]["step"].item() for p in scaled.parameters()] == steps
+    assert scaler.get_scale() == 2.0**11
+
+
+@interpreted_or_cuda
+def test_a_tensor_lr_on_the_device_follows_a_scheduler(device):
+    def run(lr):
+        params = make_params(device, torch.float32, extra=False)
+        opt = RMSprop(params, lr=lr, fused=True, capturable=True, momentum=0.9)
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+        for step in range(3):
+            generator = torch.Generator().manual_seed(step)
+            for p in params:
+                p.grad = draw(p.shape, p.dtype, generator).to(device)
+            opt.step()
+            scheduler.step()
+        return params, opt
+
+    on_device, opt = run(torch.tensor(0.01, device=device))
+    assert opt.param_groups[0]["lr"].device == torch.device(device)
+    floats, _ = run(0.01)
+    assert_close(on_device, floats, **FLOAT32)
+
+
+@interpreted_or_cuda
+def test_a_compiled_training_step_calls_the_kernel_as_one_op(device):
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        model = model.to(device)
+        return model, RMSprop(model.parameters(), fused=True, momentum=0.9, centered=True)
+
+    def train_step(model, opt, x):
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    inputs = [torch.randn(8, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    eager, eager_opt = make()
+    compiled, compiled_opt = make()
+    step = torch.compile(train_step, backend=recording_backend)
+    for x in inputs:
+        train_step(eager, eager_opt, x.to(device))
+        step(compiled, compiled_opt, x.to(device))
+    assert_close(list(compiled.parameters()), list(eager.parameters()), **FLOAT32)
+    calls = [
+        node
+        for graph in graphs
+        for node in graph.graph.nodes
+        if node.target in (torch.ops.rmsprop.fused_step, torch.ops.rmsprop.fused_step.default)
+    ]
+    assert len(calls) == 1  # traced once, as one op over every tensor
+
+
+# ---- choosing the path, and refusing -----------------------------------------------------
+
+
+@interpreted_or_cuda
+def test_fused_runs_the_triton_kernel_here(device, monkeypatch):
+    params = [torch.nn.Parameter(torch.ones(3, device=device))]
+    params[0].grad = torch.ones(3, device=device)
+    assert _choose_path(RMSprop(params).param_groups[0], params) == (True, False)
+    from rmsprop.torch import _fused_cpu
+
+    monkeypatch.setattr(_fused_cpu, "_fused_cpu_rmsprop", None)  # Numba must not run
+    fused_triton._plans.clear()
+    RMSprop(params, fused=True).step()
+    assert fused_triton._plans
+
+
+@pytest.mark.skipif(INTERPRETING, reason="without the interpreter only")
+def test_cpu_tensors_need_the_interpreter_and_other_devices_are_refused():
+    assert "TRITON_INTERPRET=1" in fused_triton.unsupported_reason("cpu")
+    assert "needs CUDA tensors, got meta" in fused_triton.unsupported_reason("meta")
+    meta = torch.nn.Parameter(torch.empty(3, device="meta"))
+    assert fused_unsupported_reason([meta]) == (
+        "the fused CPU kernel needs CPU tensors, got meta tensors (and the Triton kernel CUDA "
+        "tensors)"
+    )
+
+
+def test_without_triton_fused_true_on_cuda_says_so(monkeypatch):
+    monkeypatch.setattr(fused_triton, "AVAILABLE", False)
+    monkeypatch.setattr(fused_triton, "WHY_UNAVAILABLE", "triton is not installed")
+    assert fused_triton.unsupported_reason("cuda") == "triton is not installed"
+
+
+def test_stochastic_rounding_and_state_dtype_are_checked():
+    params = [torch.nn.Parameter(torch.ones(2))]
+    with pytest.raises(ValueError, match="stochastic_rounding=True needs the fused kernel"):
+        RMSprop(params, stochastic_rounding=True, foreach=True)
+    with pytest.raises(TypeError, match=r"state_dtype must be a floating torch\.dtype"):
+        RMSprop(params, state_dtype=torch.int32)
+    if not INTERPRETING:  # CPU tensors go to the Numba kernel (or foreach), which can't
+        params[0].grad = torch.ones(2)
+        with pytest.raises(ValueError, match="stochastic_rounding=True needs the fused Triton"):
+            RMSprop(params, stochastic_rounding=True).step()
+
+
+def test_optimizer_wide_options_survive_pickling_and_state_dicts():
+    params = [torch.nn.Parameter(torch.ones(2, dtype=torch.bfloat16))]
+    params[0].grad = torch.ones(2, dtype=torch.bfloat16)
+    opt = RMSprop(params, state_dtype=torch.float32, foreach=False)
+    opt.step()
+    clone = copy.deepcopy(opt)
+    assert clone.state_dtype == torch.float32 and clone.stochastic_rounding is False
+    fresh = RMSprop(params, state_dtype=torch.float32, foreach=False)
+    fresh.load_state_dict(opt.state_dict())
+    assert fresh.state[params[0]]["square_avg"].dtype == torch.float32
+
+
+# ---- compiled for a GPU, checked without one ---------------------------------------------
+
+HOPPER_VARIANTS = {
+    "plain": {},
+    "centered-momentum": {"CENTERED": True, "MOMENTUM": True},
+    "bf16-everything": {
+        "PARAM": "bf16", "GRAD": "bf16", "STATE": "bf16", "CENTERED": True, "MOMENTUM": True,
+        "NESTEROV": True, "LR_IN_MOMENTUM": True, "BIAS_CORRECTION": True, "WEIGHT_DECAY": 2,
+        "LR_ON_DEVICE": True, "GRAD_SCALE": True, "FOUND_INF": True, "STOCHASTIC": True,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.skipif(INTERPRETING, reason="compiling needs triton's compiler, not its interpreter")
+@pytest.mark.parametrize("switches", HOPPER_VARIANTS.values(), ids=list(HOPPER_VARIANTS))
+def test_the_kernel_compiles_for_hopper_with_16_byte_accesses(switches):
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    dtypes = {"f32": tl.float32, "bf16": tl.bfloat16}
+    constexprs = {
+        "PARAM": tl.float32, "GRAD": tl.float32, "STATE": tl.float32, "STEP": tl.float32,
+        "MAXIMIZE": False, "WEIGHT_DECAY": 0, "CENTERED": False, "MOMENTUM": False,
+        "NESTEROV": False, "LR_IN_MOMENTUM": False, "EPS_IN_SQRT": False,
+        "BIAS_CORRECTION": False, "LR_ON_DEVICE": False, "GRAD_SCALE": False,
+        "FOUND_INF": False, "STOCHASTIC": False, "ALIGNED": True, "BLOCK": BLOCK,
+    }  # fmt: skip
+    constexprs.update(
+        {k: dtypes.get(v, v) if isinstance(v, str) else v for k, v in switches.items()}
+    )
+    signature = {
+        "tables": "*i64", "block_tensor": "*i32", "block_chunk": "*i32", "tickets": "*i32",
+        "n_tensors": "i32",
+    }  # fmt: skip
+    for name, switch in [("lr_ptr", "LR_ON_DEVICE"), ("grad_scale_ptr", "GRAD_SCALE"),
+                         ("found_inf_ptr", "FOUND_INF")]:  # fmt: skip
+        signature[name] = "*fp32" if constexprs[switch] else "constexpr"
+        if not constexprs[switch]:
+            constexprs[name] = None
+    for name in ("lr", "shrink", "decay", "one_minus_decay", "eps", "momentum", "weight_decay",
+                 "log2_decay_high", "log2_decay_low"):  # fmt: skip
+        signature[name] = "fp32"
+    signature.update({name: "constexpr" for name in constexprs if name.isupper()})
+    source = ASTSource(fn=fused_triton._rmsprop_kernel, signature=signature, constexprs=constexprs)
+    options = {"num_warps": fused_triton.NUM_WARPS, "enable_fp_fusion": False}
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+    assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx  # full blocks: 16 bytes
+    assert ".local" not in ptx  # no register spills
+    assert "ex2.approx" not in ptx  # bias correction's power in float64, not approximated
+
+
+# ---- GPU only ----------------------------------------------------------------------------
+
+
+def small_model(device):
+    layers = [torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4)]
+    return torch.nn.Sequential(*layers).to(device)
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=needs_cuda)])
+def test_fused_is_the_default_on_cuda_with_device_step_counts(device):
+    params = [torch.nn.Parameter(torch.randn(10, device=device))]
+    params[0].grad = torch.randn_like(params[0])
+    opt = RMSprop(params)
+    assert _choose_path(opt.param_groups[0], params) == (True, False)
+    assert opt._step_supports_amp_scaling
+    opt.step()
+    assert opt.state[params[0]]["step"].is_cuda
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=needs_cuda)])
+def test_a_whole_training_step_captured_in_a_cuda_graph(device):
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4)
+        )
+        model = model.to(device)
+        lr = torch.tensor(0.01, device=device)
+        opt = RMSprop(model.parameters(), lr=lr, fused=True, capturable=True, momentum=0.9)
+        return model, opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
+
+    inputs = [torch.randn(16, 32, generator=torch.Generator().manual_seed(i)) for i in range(8)]
+    eager, eager_opt, eager_scheduler = make()
+    for x in inputs:
+        eager(x.to(device)).pow(2).mean().backward()
+        eager_opt.step()
+        eager_opt.zero_grad(set_to_none=True)
+        eager_scheduler.step()
+
+    model, opt, scheduler = make()
+    static_x = inputs[0].to(device)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up steps, as torch's recipe asks
+        for x in inputs[:3]:
+            static_x.copy_(x)
+            model(static_x).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            scheduler.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        model(static_x).pow(2).mean().backward()
+        opt.step()
+    for x in inputs[3:]:
+        static_x.copy_(x)
+        graph.replay()
+        scheduler.step()
+    torch.cuda.synchronize()
+    assert_close(list(model.parameters()), list(eager.parameters()), **FLOAT32)
+    assert all(opt.state[p]["step"].item() == len(inputs) for p in model.parameters())
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=needs_cuda)])
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_inductor_compiles_a_training_step(device, mode):
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4)
+        )
+        return model.to(device)
+
+    def train_step(model, opt, x):
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    eager, compiled = make(), make()
+    eager_opt = RMSprop(eager.parameters(), fused=True, momentum=0.9)
+    compiled_opt = RMSprop(compiled.parameters(), fused=True, momentum=0.9)
+    step = torch.compile(train_step, mode=mode)
+    for i in range(5):
+        x = torch.randn(16, 32, generator=torch.Generator().manual_seed(i)).to(device)
+        train_step(eager, eager_opt, x)
+        step(compiled, compiled_opt, x)
+    assert_close(list(compiled.parameters()), list(eager.parameters()), **FLOAT32)
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=needs_cuda)])
+def test_a_tensor_of_more_than_2_31_elements(device):
+    n = 2**31 + BLOCK + 5
+    if torch.cuda.get_device_properties(device).total_memory < 20 * 2**30:
+        pytest.skip("needs 20 GiB of GPU memory")
+    generator = torch.Generator(device=device).manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(n, generator=generator, device=device).bfloat16())
+    p.grad = torch.randn(n, generator=generator, device=device).bfloat16()
+    windows = [slice(0, 1000), slice(2**31 - 500, 2**31 + 500), slice(n - 1000, n)]
+    wide = [torch.nn.Parameter(p.detach()[w].float()) for w in windows]
+    for w, q in zip(windows, wide):
+        q.grad = p.grad[w].float()
+    opt = RMSprop([p], fused=True, momentum=0.9, state_dtype=torch.bfloat16)
+    opt.step()
+    RMSprop(wide, **LOOP, momentum=0.9).step()
+    for w, q in zip(windows, wide):
+        torch.testing.assert_close(p.detach()[w], q.detach().bfloat16(), rtol=0, atol=2**-7)
+    assert opt.state[p]["step"].item() == 1
+
+
+# ---- the interpreter run -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(INTERPRETING, reason="this process is the interpreter run")
+def test_the_suite_through_triton_s_interpreter():
+    """Runs this file again with TRITON_INTERPRET=1: the kernel on CPU tensors, no GPU needed."""
+    here = Path(__file__).resolve()
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here)]
+    result = subprocess.run(
+        command,
+        cwd=here.parents[2],  # the project root, for its pytest settings
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-4000:]
