@@ -67,8 +67,15 @@ def run_cpu(
     implementations: Iterable[str] | None = None,
     steps: int = 30,
     progress: Callable[[str], None] | None = None,
+    rounds: int = 3,
 ) -> list[dict[str, Any]]:
     """Times every implementation on the CPU; returns one row per measurement.
+
+    For each shape and variant, every implementation (and an in-place add
+    over the same tensors) is built once, then timed in ``rounds``
+    interleaved rounds of ``steps`` steps: a burst of load from elsewhere on
+    a shared machine then spoils one round of everything rather than all of
+    one implementation's, and the median over rounds discards it.
 
     Implementations whose library is missing (optax) are left out. Each row:
     shape, variant, implementation, params, median_ms, compile_s (the first
@@ -86,42 +93,42 @@ def run_cpu(
         params = sum(math.prod(s) for s in shape)
         for variant in variants:
             options, bytes_per_param = VARIANTS[variant]
-            # Measured beside each variant's timings, so drift hits both alike; the
-            # fastest of three medians, as the ceiling is what it estimates.
-            add = _inplace_add(shape)
-            add_ms = min(_median_ms(add, steps) for _ in range(3))
-            add_gb_per_s = 12 * params / add_ms / 1e6  # read a, b; write a
-            measured: list[dict[str, Any]] = []
+            built: dict[str, tuple[Step, float]] = {"in-place add": (_inplace_add(shape), 0.0)}
             for name in implementations:
                 if progress:
                     progress(f"{shape_name} · {variant} · {name}")
                 torch.manual_seed(0)
-                step, compile_s = _FACTORIES[name](shape, options)
-                median = _median_ms(step, steps)
-                del step
-                gb_per_s = bytes_per_param * params / median / 1e6
-                measured.append(
+                built[name] = _FACTORIES[name](shape, options)
+            times: dict[str, list[float]] = {name: [] for name in built}
+            for _ in range(rounds):
+                for name, (step, _) in built.items():
+                    times[name].append(_median_ms(step, steps))
+            first_step = {name: seconds for name, (_, seconds) in built.items()}
+            del built  # several GB at the large shape
+            median = {name: statistics.median(t) for name, t in times.items()}
+            add_gb_per_s = 12 * params / median.pop("in-place add") / 1e6  # read a, b; write a
+            for name in implementations:
+                gb_per_s = bytes_per_param * params / median[name] / 1e6
+                rows.append(
                     {
                         "shape": shape_name,
                         "variant": variant,
                         "implementation": name,
                         "params": params,
                         "bytes_per_param": bytes_per_param,
-                        "median_ms": median,
-                        "compile_s": compile_s,
+                        "median_ms": median[name],
+                        "compile_s": first_step[name],
                         "gb_per_s": gb_per_s,
                         "vs_add": gb_per_s / add_gb_per_s,
+                        "vs_torch_foreach": _ratio(median, "torch foreach", name),
+                        "vs_torch_forloop": _ratio(median, "torch for-loop", name),
                     }
                 )
-            by_name = {row["implementation"]: row["median_ms"] for row in measured}
-            for row in measured:
-                for key, ref in (
-                    ("vs_torch_foreach", "torch foreach"),
-                    ("vs_torch_forloop", "torch for-loop"),
-                ):
-                    row[key] = by_name[ref] / row["median_ms"] if ref in by_name else None
-            rows += measured
     return rows
+
+
+def _ratio(median: dict[str, float], reference: str, name: str) -> float | None:
+    return median[reference] / median[name] if reference in median else None
 
 
 def _median_ms(step: Step, steps: int, warmup: int = 3) -> float:
