@@ -299,13 +299,13 @@ def last_plan():
 def test_layouts_alignments_and_dtypes_the_kernel_cannot_take(device):
     def make():
         generator = torch.Generator().manual_seed(0)
-        base = draw((101,), torch.float32, generator)
+        channels_last = torch.channels_last
         return [
-            draw((2, 3, 4, 5), torch.float32, generator).to(memory_format=torch.channels_last),
-            base[1:],  # a view 4 bytes past an aligned address
-            draw((4, 6), torch.float32, generator).t(),  # transposed: not the gradient's layout
-            draw((5,), torch.float64, generator),  # float64 keeps float64 math: foreach
-            draw((3,), torch.complex64, generator),
+            draw((2, 3, 4, 5), torch.float32, generator).to(device, memory_format=channels_last),
+            draw((101,), torch.float32, generator).to(device)[1:],  # 4 bytes past an alignment
+            draw((4, 6), torch.float32, generator).to(device).t(),  # not the gradient's layout
+            draw((5,), torch.float64, generator).to(device),  # float64 keeps float64 math: foreach
+            draw((3,), torch.complex64, generator).to(device),
         ]
 
     def grads(params, step):
@@ -316,7 +316,7 @@ def test_layouts_alignments_and_dtypes_the_kernel_cannot_take(device):
 
     results = []
     for path in (FUSED, LOOP):
-        params = [torch.nn.Parameter(t.to(device)) for t in make()]
+        params = [torch.nn.Parameter(t) for t in make()]
         opt = RMSprop(params, momentum=0.9, **path)
         for step in range(3):
             for p, g in zip(params, grads(params, step)):
@@ -711,8 +711,8 @@ def test_inductor_compiles_a_training_step(device, mode):
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=needs_cuda)])
 def test_a_tensor_of_more_than_2_31_elements(device):
     n = 2**31 + BLOCK + 5
-    if torch.cuda.get_device_properties(device).total_memory < 20 * 2**30:
-        pytest.skip("needs 20 GiB of GPU memory")
+    if torch.cuda.get_device_properties(device).total_memory < 40 * 2**30:
+        pytest.skip("needs 40 GiB of GPU memory")
     generator = torch.Generator(device=device).manual_seed(0)
     p = torch.nn.Parameter(torch.randn(n, generator=generator, device=device).bfloat16())
     p.grad = torch.randn(n, generator=generator, device=device).bfloat16()
@@ -724,7 +724,8 @@ def test_a_tensor_of_more_than_2_31_elements(device):
     opt.step()
     RMSprop(wide, **LOOP, momentum=0.9).step()
     for w, q in zip(windows, wide):
-        torch.testing.assert_close(p.detach()[w], q.detach().bfloat16(), rtol=0, atol=2**-7)
+        # float32 math rounded once: at most one bfloat16 unit from the loop's float32 result
+        torch.testing.assert_close(p.detach()[w], q.detach().bfloat16(), rtol=2**-7, atol=0)
     assert opt.state[p]["step"].item() == 1
 
 

@@ -564,9 +564,11 @@ def _plan_for(
     state_steps: list[Tensor],
 ) -> _Plan:
     """The cached plan for these tensors, its gradient rows updated; built when new."""
+    # Sizes too: a new tensor may reuse a freed one's address.
     key = (
         len(grad_avgs),
         len(momentum_buffers),
+        *map(Tensor.numel, params),
         *map(Tensor.data_ptr, params),
         *map(Tensor.data_ptr, square_avgs),
         *map(Tensor.data_ptr, grad_avgs),
