@@ -16,15 +16,16 @@ with momentum. It computes exactly `rmsprop.Config`'s rule::
     θ ← θ - η·u, or with momentum b ← μ·b + u (or + η·u), θ ← θ - η·b (or - b),
       Nesterov θ ← θ - η·(u + μ·b) (or - (η·u + μ·b))
 
-with the same IEEE operations, in the same order, as the single-tensor path
-(division and square root correctly rounded, no fused multiply-adds), so in
-float32 the two agree to the last bit or two.
+in the single-tensor path's order, every operation correctly rounded (division
+and square root too) and none fused into a multiply-add, so a GPU and Triton's
+interpreter compute the same values. The single-tensor path agrees to float32
+rounding: torch's own kernels fuse some multiply-adds.
 
 **One launch.** Every tensor of a (device, parameter dtype, gradient dtype,
 state dtype) group is reached through a device table of addresses, one row
 per kind (θ, g, v, m, b, step, element count) and one column per tensor, and
 a block table mapping each program to (tensor, chunk). Both are built once and
-cached, keyed by the addresses of the parameters and their state; when only
+cached, keyed by the sizes and addresses of the parameters and their state; when only
 the gradients moved (``zero_grad(set_to_none=True)`` may reallocate them),
 only their row is uploaded again. Offsets are 64-bit (tensors over 2³¹
 elements). Each program updates ``BLOCK`` elements; full blocks run an
@@ -411,7 +412,8 @@ class _Launch:
         self.indices = indices
         self.device, self.param_dtype, self.grad_dtype, self.state_dtype, self.step_dtype = key
         self.columns = columns
-        counts = [max(1, -(-n // BLOCK)) for n in columns[_NUMEL]]
+        self.block = BLOCK  # the tables below are cut in blocks of this size
+        counts = [max(1, -(-n // self.block)) for n in columns[_NUMEL]]
         self.n_tensors = len(indices)
         self.n_blocks = sum(counts)
         tensor_of_block = torch.arange(self.n_tensors).repeat_interleave(torch.tensor(counts))
@@ -476,7 +478,7 @@ class _Plan:
         return True
 
 
-# Plans of eager steps, keyed by the addresses of the parameters and their state.
+# Plans of eager steps, keyed by the sizes and addresses of the parameters and their state.
 _plans: OrderedDict[tuple[int, ...], _Plan] = OrderedDict()
 _PLANS_KEPT = 16
 # Plans built while a CUDA graph was captured: the graph reads their tables at every replay.
@@ -731,7 +733,7 @@ def _launch(
             FOUND_INF=found_inf is not None,
             STOCHASTIC=stochastic_rounding and launch.param_dtype == torch.bfloat16,
             ALIGNED=launch.aligned,
-            BLOCK=BLOCK,
+            BLOCK=launch.block,
             num_warps=NUM_WARPS,
             enable_fp_fusion=False,
         )
