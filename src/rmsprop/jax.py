@@ -49,6 +49,7 @@ import optax  # type: ignore[import-untyped]
 
 from rmsprop import flavors
 from rmsprop._config import Config
+from rmsprop._not_given import NotGiven
 
 __all__ = ["RMSpropState", "rmsprop"]
 
@@ -61,37 +62,22 @@ Scalar = Any  # a Python number or a 0-d array, maybe traced (optax.inject_hyper
 _UNCHECKED = 0.5
 
 
-class _Default:
-    """An argument the caller did not pass; shows as optax's default in signatures.
-
-    With ``flavor=``, arguments the caller did not pass come from the flavor,
-    so `rmsprop` must tell ``decay=0.9`` passed from ``decay`` left alone.
-    """
-
-    def __init__(self, value: Any, text: str | None = None) -> None:
-        self.value = value
-        self.text = repr(value) if text is None else text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
 class _Defaults:
     """`optax.rmsprop`'s defaults (and the "optax" flavor's), marked as not passed."""
 
-    learning_rate: Any = _Default(None, "<required unless flavor= is given>")
-    decay: Any = _Default(0.9)
-    eps: Any = _Default(1e-8)
-    initial_scale: Any = _Default(0.0)
-    eps_in_sqrt: Any = _Default(True)
-    centered: Any = _Default(False)
-    momentum: Any = _Default(None)
-    nesterov: Any = _Default(False)
-    bias_correction: Any = _Default(False)
-    weight_decay: Any = _Default(0.0)
-    decoupled_weight_decay: Any = _Default(False)
-    lr_in_momentum: Any = _Default(True)
-    maximize: Any = _Default(False)
+    learning_rate: Any = NotGiven(None, "<required unless flavor= is given>")
+    decay: Any = NotGiven(0.9)
+    eps: Any = NotGiven(1e-8)
+    initial_scale: Any = NotGiven(0.0)
+    eps_in_sqrt: Any = NotGiven(True)
+    centered: Any = NotGiven(False)
+    momentum: Any = NotGiven(None)
+    nesterov: Any = NotGiven(False)
+    bias_correction: Any = NotGiven(False)
+    weight_decay: Any = NotGiven(0.0)
+    decoupled_weight_decay: Any = NotGiven(False)
+    lr_in_momentum: Any = NotGiven(True)
+    maximize: Any = NotGiven(False)
 
 
 class RMSpropState(NamedTuple):
@@ -268,7 +254,7 @@ def _given_fields(**arguments: Any) -> dict[str, Any]:
     return {
         _CONFIG_NAME.get(name, name): value
         for name, value in arguments.items()
-        if not isinstance(value, _Default)
+        if not isinstance(value, NotGiven)
     }
 
 

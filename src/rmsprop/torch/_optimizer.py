@@ -17,6 +17,7 @@ from torch.optim.optimizer import (
 
 from rmsprop import flavors
 from rmsprop._config import FIELD_NAMES, Config
+from rmsprop._not_given import NotGiven
 from rmsprop.torch._functional import _triton_serves, fused_unsupported_reason, rmsprop
 
 __all__ = ["RMSprop"]
@@ -26,26 +27,6 @@ _GROUP_KEY = {name: ("alpha" if name == "decay" else name) for name in FIELD_NAM
 # The fields the step reads (the initial average is only read at state creation).
 _STEP_FIELDS = tuple(name for name in FIELD_NAMES if name != "initial_square_avg")
 _STATE_KEYS = ("step", "square_avg", "momentum_buffer", "grad_avg")
-
-
-class _Default:
-    """A default argument that was not given: shows as its value in signatures.
-
-    With ``flavor=``, arguments the caller did not pass come from the flavor,
-    so `RMSprop` must tell ``lr=1e-2`` passed from ``lr`` left alone.
-    """
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return repr(self.value)
-
-    def __eq__(self, other: object) -> bool:
-        return bool(self.value == (other.value if isinstance(other, _Default) else other))
-
-    def __hash__(self) -> int:
-        return hash(self.value)
 
 
 class RMSprop(Optimizer):
@@ -123,15 +104,15 @@ class RMSprop(Optimizer):
     def __init__(
         self,
         params: ParamsT,
-        lr: float | Tensor = _Default(1e-2),  # type: ignore[assignment]  # noqa: B008
-        alpha: float = _Default(0.99),  # type: ignore[assignment]
-        eps: float = _Default(1e-8),  # type: ignore[assignment]
-        weight_decay: float = _Default(0),  # type: ignore[assignment]
-        momentum: float = _Default(0),  # type: ignore[assignment]
-        centered: bool = _Default(False),  # type: ignore[assignment]
+        lr: float | Tensor = NotGiven(1e-2),  # type: ignore[assignment]  # noqa: B008
+        alpha: float = NotGiven(0.99),  # type: ignore[assignment]
+        eps: float = NotGiven(1e-8),  # type: ignore[assignment]
+        weight_decay: float = NotGiven(0),  # type: ignore[assignment]
+        momentum: float = NotGiven(0),  # type: ignore[assignment]
+        centered: bool = NotGiven(False),  # type: ignore[assignment]
         capturable: bool = False,
         foreach: bool | None = None,
-        maximize: bool = _Default(False),  # type: ignore[assignment]
+        maximize: bool = NotGiven(False),  # type: ignore[assignment]
         differentiable: bool = False,
         *,
         fused: bool | None = None,
@@ -157,7 +138,7 @@ class RMSprop(Optimizer):
                 centered=centered,
                 maximize=maximize,
             ).items()
-            if not isinstance(value, _Default)
+            if not isinstance(value, NotGiven)
         }
         if decay is not None:
             if "decay" in given:
