@@ -9,7 +9,7 @@ from importlib import metadata
 import numpy as np
 
 from rmsprop.cli import main
-from rmsprop.cli._backends import NOT_BUILT_YET, PACKAGES, code_paths
+from rmsprop.cli._backends import PACKAGES, code_paths
 
 CODE_PATHS = (
     "numpy reference",
@@ -63,11 +63,14 @@ def test_json_has_the_same_data():
     )
 
 
-def test_the_reference_is_always_available_and_unbuilt_paths_say_so():
+def test_the_reference_is_always_available_and_the_others_say_why():
     probes = {probe.name: probe for probe in code_paths()}
     assert probes["numpy reference"].available
-    for name in ("torch fused CUDA", "Triton interpreter"):
-        assert not probes[name].available and probes[name].why == NOT_BUILT_YET
+    assert probes["Triton interpreter"].available == installed("triton")
+    cuda = installed("torch") and __import__("torch").cuda.is_available()
+    assert probes["torch fused CUDA"].available == (installed("triton") and cuda)
+    if installed("triton") and not cuda:
+        assert probes["torch fused CUDA"].why.endswith("is installed, but torch sees no GPU")
     torch_installed = installed("torch")
     assert probes["torch foreach"].available == torch_installed
     assert probes["torch single-tensor"].available == torch_installed

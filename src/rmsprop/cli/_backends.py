@@ -32,8 +32,6 @@ PACKAGES: dict[str, str] = {
     "rich": "rmsprop[demo]",
 }
 
-NOT_BUILT_YET = "not built yet"
-
 
 @dataclasses.dataclass(frozen=True)
 class Probe:
@@ -126,13 +124,28 @@ def _torch_foreach() -> Probe:
     return Probe(
         "torch foreach",
         True,
-        f"rmsprop.torch.RMSprop(foreach=True), torch {torch.__version__}; the default on CUDA",
+        f"rmsprop.torch.RMSprop(foreach=True), torch {torch.__version__}; "
+        "the default on CUDA without triton",
     )
 
 
+def _triton() -> tuple[bool, str]:
+    """(triton is installed, its version or why not)."""
+    if not _installed("triton"):
+        return False, "triton is not installed: pip install 'rmsprop[triton]'"
+    return True, f"triton {metadata.version('triton')}"
+
+
 def _torch_fused_cuda() -> Probe:
-    # When the fused CUDA kernel exists: available iff it imports and CUDA has a GPU.
-    return Probe("torch fused CUDA", False, NOT_BUILT_YET)
+    torch, why = _torch()
+    if torch is None:
+        return Probe("torch fused CUDA", False, why)
+    has_triton, triton = _triton()
+    if not has_triton:
+        return Probe("torch fused CUDA", False, triton)
+    if not torch.cuda.is_available():
+        return Probe("torch fused CUDA", False, f"{triton} is installed, but torch sees no GPU")
+    return Probe("torch fused CUDA", True, f"rmsprop.torch.RMSprop, {triton}; the default on CUDA")
 
 
 def _fused_cpu_kernel() -> tuple[bool, str]:
@@ -164,13 +177,17 @@ def _torch_fused_cpu() -> Probe:
 
 
 def _triton_interpreter() -> Probe:
-    # When the Triton kernel exists: available iff triton imports (TRITON_INTERPRET=1 on CPU).
-    return Probe("Triton interpreter", False, NOT_BUILT_YET)
+    has_triton, triton = _triton()
+    if not has_triton:
+        return Probe("Triton interpreter", False, triton)
+    return Probe(
+        "Triton interpreter",
+        True,
+        f"RMSprop(fused=True) on CPU tensors with TRITON_INTERPRET=1 (for tests), {triton}",
+    )
 
 
 def _jax() -> Probe:
-    if not _installed("rmsprop.jax"):
-        return Probe("jax", False, NOT_BUILT_YET)
     missing = [name for name in ("jax", "optax") if not _installed(name)]
     if missing:
         return Probe(
