@@ -85,9 +85,9 @@ def test_none_gradients_and_bad_calls(monkeypatch):
 def test_coefficients_fold_the_rule():
     from rmsprop._fused_cpu import coefficients
 
-    c = coefficients(**config_kwargs(Config(lr=0.1, eps=1e-3, eps_in_sqrt=True)), step=1)
+    c = coefficients(Config(lr=0.1, eps=1e-3, eps_in_sqrt=True), step=1)
     assert (c.eps_in, c.eps_out, c.lr_out, c.nest_u, c.nest_b) == (1e-3, 0.0, 0.1, 0.0, 1.0)
     tf = Config(lr=0.1, momentum=0.9, lr_in_momentum=True, nesterov=True, decay=0.9)
-    c = coefficients(**config_kwargs(tf.replace(bias_correction=True)), step=2)
+    c = coefficients(tf.replace(bias_correction=True), step=2)
     assert (c.buf_scale, c.lr_out, c.nest_u, c.nest_b) == (0.1, 1.0, 0.1, 0.9)
     assert c.bias == pytest.approx(1 / (1 - 0.81))

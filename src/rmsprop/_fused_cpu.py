@@ -78,39 +78,32 @@ class Coefficients(NamedTuple):
     lr_out: float
 
 
-def coefficients(
-    *,
-    lr: float,
-    decay: float,
-    eps: float,
-    eps_in_sqrt: bool,
-    momentum: float,
-    nesterov: bool,
-    lr_in_momentum: bool,
-    bias_correction: bool,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    maximize: bool,
-    step: float,
-    **_: Any,
-) -> Coefficients:
-    """Folds a `Config`'s fields (and the tensor's step count, from 1) into `Coefficients`."""
+def coefficients(rule: Any, step: float) -> Coefficients:
+    """Folds a rule and a tensor's step count into `Coefficients`.
+
+    ``rule`` is a `rmsprop.Config`, or anything with its fields and a float ``lr``.
+
+    ``step`` counts from 1 and matters only with bias correction.
+    """
+    lr, decay, eps, momentum = rule.lr, rule.decay, rule.eps, rule.momentum
+    weight_decay, decoupled = rule.weight_decay, rule.decoupled_weight_decay
     with_momentum = momentum > 0
+    lr_in_momentum = rule.lr_in_momentum
     # lr multiplies u inside the buffer (TF) or the buffer's output (PyTorch).
     buf_scale = lr if (with_momentum and lr_in_momentum) else 1.0
     return Coefficients(
-        g_sign=-1.0 if maximize else 1.0,
-        l2=weight_decay if not decoupled_weight_decay else 0.0,
-        decay_scale=1 - lr * weight_decay if decoupled_weight_decay else 1.0,
+        g_sign=-1.0 if rule.maximize else 1.0,
+        l2=0.0 if decoupled else weight_decay,
+        decay_scale=1 - lr * weight_decay if decoupled else 1.0,
         rho=decay,
         one_minus_rho=1 - decay,
-        bias=1 / (1 - decay**step) if bias_correction else 1.0,
-        eps_in=eps if eps_in_sqrt else 0.0,
-        eps_out=0.0 if eps_in_sqrt else eps,
+        bias=1 / (1 - decay**step) if rule.bias_correction else 1.0,
+        eps_in=eps if rule.eps_in_sqrt else 0.0,
+        eps_out=0.0 if rule.eps_in_sqrt else eps,
         mu=momentum,
         buf_scale=buf_scale,
-        nest_u=buf_scale if nesterov else 0.0,
-        nest_b=momentum if nesterov else 1.0,
+        nest_u=buf_scale if rule.nesterov else 0.0,
+        nest_b=momentum if rule.nesterov else 1.0,
         lr_out=1.0 if (with_momentum and lr_in_momentum) else lr,
     )
 

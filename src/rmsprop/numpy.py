@@ -24,7 +24,6 @@ Example (the textbook rule, one step):
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
 
@@ -228,9 +227,9 @@ class RMSprop:
     def _fused_step(self, grads: list[np.ndarray | None]) -> None:
         from rmsprop import _fused_cpu
 
-        fields = dataclasses.asdict(self.config)
+        config = self.config
         # Without bias correction every tensor shares one set of coefficients.
-        shared = None if self.config.bias_correction else _fused_cpu.coefficients(**fields, step=1)
+        shared = None if config.bias_correction else _fused_cpu.coefficients(config, step=1)
         tasks = []
         for i, (param, grad) in enumerate(zip(self.params, grads)):
             if grad is None:
@@ -244,7 +243,7 @@ class RMSprop:
                 param[...] = new_param
                 continue
             self.state[i] = leaf._replace(step=leaf.step + 1)
-            c = shared or _fused_cpu.coefficients(**fields, step=leaf.step + 1)
+            c = shared or _fused_cpu.coefficients(config, step=leaf.step + 1)
             if flat[0].dtype in _fused_cpu.KERNEL_DTYPES:
                 tasks.append(_fused_cpu.task(flat, _fused_cpu.as_array(c, flat[0].dtype)))
             else:  # float16: float32 math

@@ -11,12 +11,34 @@ rule in one pass over memory.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 __all__ = ["rmsprop"]
+
+
+class Hyper(NamedTuple):
+    """One param group's rule for one step: `rmsprop.Config`'s fields, built once per step.
+
+    All but ``initial_square_avg``, which only matters when the state is
+    created. ``lr`` is a float, or a scalar tensor on the parameters' device
+    when the step is capturable.
+    """
+
+    lr: Any  # float | Tensor
+    decay: float
+    eps: float
+    eps_in_sqrt: bool
+    centered: bool
+    momentum: float
+    nesterov: bool
+    lr_in_momentum: bool
+    bias_correction: bool
+    weight_decay: float
+    decoupled_weight_decay: bool
+    maximize: bool
 
 
 def rmsprop(
@@ -67,32 +89,22 @@ def rmsprop(
         # Reading a CPU scalar once per step is cheap; a device-resident lr is
         # only kept on the device where the caller asked for capturable steps.
         lr = lr.item()
-    kwargs: dict[str, Any] = dict(
-        lr=lr,
-        decay=decay,
-        eps=eps,
-        eps_in_sqrt=eps_in_sqrt,
-        centered=centered,
-        momentum=momentum,
-        nesterov=nesterov,
-        lr_in_momentum=lr_in_momentum,
-        bias_correction=bias_correction,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        maximize=maximize,
-    )
+    hyper = Hyper(
+        lr, decay, eps, eps_in_sqrt, centered, momentum, nesterov, lr_in_momentum,
+        bias_correction, weight_decay, decoupled_weight_decay, maximize,
+    )  # fmt: skip
     lists = (params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
     if fused:
         if differentiable:
             raise RuntimeError("the fused kernels do not support differentiable=True")
-        _fused_rmsprop(*lists, grad_scale, found_inf, stochastic_rounding, kwargs)
+        _fused_rmsprop(*lists, hyper, grad_scale, found_inf, stochastic_rounding)
         return
     if stochastic_rounding:
         raise ValueError("stochastic_rounding=True needs the fused Triton kernel (fused=True)")
     if not unscale_or_skip(grads, grad_scale, found_inf):
         return
     impl = _multi_tensor_rmsprop if foreach else _single_tensor_rmsprop
-    impl(*lists, **kwargs, capturable=capturable, differentiable=differentiable)
+    impl(*lists, hyper, capturable=capturable, differentiable=differentiable)
 
 
 def fused_unsupported_reason(params: list[Tensor]) -> str:
@@ -149,10 +161,10 @@ def _fused_rmsprop(
     grad_avgs: list[Tensor],
     momentum_buffers: list[Tensor],
     state_steps: list[Tensor],
+    hyper: Hyper,
     grad_scale: Tensor | None,
     found_inf: Tensor | None,
     stochastic_rounding: bool,
-    kwargs: dict[str, Any],
 ) -> None:
     """Runs each device type's tensors through its fused kernel."""
     lists: tuple[list[Tensor], ...] = (
@@ -169,13 +181,7 @@ def _fused_rmsprop(
             reason = _triton().unsupported_reason(device_type)
             if reason:
                 raise RuntimeError(reason)
-            _triton().fused_rmsprop(
-                *picked,
-                **kwargs,
-                grad_scale=grad_scale,
-                found_inf=found_inf,
-                stochastic_rounding=stochastic_rounding,
-            )
+            _triton().fused_rmsprop(*picked, hyper, grad_scale, found_inf, stochastic_rounding)
             continue
         if device_type != "cpu":
             raise RuntimeError(fused_unsupported_reason(picked[0]))
@@ -187,7 +193,8 @@ def _fused_rmsprop(
             # Imported on first use: it loads Numba, which plain torch users never need.
             from rmsprop.torch._fused_cpu import _fused_cpu_rmsprop
 
-            _fused_cpu_rmsprop(*picked, **kwargs, capturable=False, differentiable=False)
+            p, g, v, m, b, steps = picked
+            _fused_cpu_rmsprop(p, g, v, m, b, steps, hyper)
 
 
 def unscale_or_skip(
@@ -227,22 +234,15 @@ def _single_tensor_rmsprop(
     grad_avgs: list[Tensor],
     momentum_buffers: list[Tensor],
     state_steps: list[Tensor],
+    hyper: Hyper,
     *,
-    lr: Any,  # a float, or a device scalar when capturable
-    decay: float,
-    eps: float,
-    eps_in_sqrt: bool,
-    centered: bool,
-    momentum: float,
-    nesterov: bool,
-    lr_in_momentum: bool,
-    bias_correction: bool,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    maximize: bool,
     capturable: bool,
     differentiable: bool,
 ) -> None:
+    (
+        lr, decay, eps, eps_in_sqrt, centered, momentum, nesterov, lr_in_momentum,
+        bias_correction, weight_decay, decoupled_weight_decay, maximize,
+    ) = hyper  # fmt: skip
     tensor_lr = isinstance(lr, Tensor)
     for i, param in enumerate(params):
         grad = grads[i]
@@ -321,22 +321,15 @@ def _multi_tensor_rmsprop(
     grad_avgs: list[Tensor],
     momentum_buffers: list[Tensor],
     state_steps: list[Tensor],
+    hyper: Hyper,
     *,
-    lr: Any,  # a float, or a device scalar when capturable
-    decay: float,
-    eps: float,
-    eps_in_sqrt: bool,
-    centered: bool,
-    momentum: float,
-    nesterov: bool,
-    lr_in_momentum: bool,
-    bias_correction: bool,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    maximize: bool,
     capturable: bool,
     differentiable: bool,
 ) -> None:
+    (
+        lr, decay, eps, eps_in_sqrt, centered, momentum, nesterov, lr_in_momentum,
+        bias_correction, weight_decay, decoupled_weight_decay, maximize,
+    ) = hyper  # fmt: skip
     if not params:
         return
     if differentiable:

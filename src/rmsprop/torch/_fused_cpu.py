@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from rmsprop import _fused_cpu
-from rmsprop.torch._functional import _single_tensor_rmsprop, _view_as_real
+from rmsprop.torch._functional import Hyper, _single_tensor_rmsprop, _view_as_real
 
 _DIRECT = (torch.float32, torch.float64)  # the kernel works on their memory
 _CONVERTED = (torch.bfloat16, torch.float16)  # float32 math, chunk by chunk
@@ -43,43 +43,15 @@ def _fused_cpu_rmsprop(
     grad_avgs: list[Tensor],
     momentum_buffers: list[Tensor],
     state_steps: list[Tensor],
-    *,
-    lr: Any,
-    decay: float,
-    eps: float,
-    eps_in_sqrt: bool,
-    centered: bool,
-    momentum: float,
-    nesterov: bool,
-    lr_in_momentum: bool,
-    bias_correction: bool,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    maximize: bool,
-    capturable: bool,
-    differentiable: bool,
+    hyper: Hyper,
 ) -> None:
     if not params:
         return
-    if differentiable:
-        raise RuntimeError("the fused CPU path does not support differentiable=True")
     if not _fused_cpu.AVAILABLE:
         raise RuntimeError(_fused_cpu.WHY_UNAVAILABLE)
     # (A tensor off the CPU fails loudly in .numpy() below; RMSprop checks devices first.)
-    hyper: dict[str, Any] = dict(
-        lr=float(lr),
-        decay=decay,
-        eps=eps,
-        eps_in_sqrt=eps_in_sqrt,
-        centered=centered,
-        momentum=momentum,
-        nesterov=nesterov,
-        lr_in_momentum=lr_in_momentum,
-        bias_correction=bias_correction,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        maximize=maximize,
-    )
+    hyper = hyper._replace(lr=float(hyper.lr))
+    centered, momentum = hyper.centered, hyper.momentum
     work: list[tuple[int, list[Any], bool]] = []  # (index, arrays, direct)
     leftover: list[int] = []
     for i, param in enumerate(params):
@@ -105,7 +77,7 @@ def _fused_cpu_rmsprop(
     tasks: list[_fused_cpu.Task] = []
     for (_, arrays, direct), step in zip(work, steps):
         kernel_dtype = arrays[0].dtype if direct else np.float32
-        if bias_correction:
+        if hyper.bias_correction:
             c = _coefficients(hyper, step.item(), kernel_dtype)
         elif kernel_dtype in shared:
             c = shared[kernel_dtype]
@@ -122,7 +94,7 @@ def _fused_cpu_rmsprop(
             [grad_avgs[i] for i in leftover] if centered else [],
             [momentum_buffers[i] for i in leftover] if momentum > 0 else [],
             [state_steps[i] for i in leftover],
-            **hyper,
+            hyper,
             capturable=False,
             differentiable=False,
         )
@@ -131,14 +103,14 @@ def _fused_cpu_rmsprop(
 _coefficient_arrays: dict[tuple[Any, ...], np.ndarray] = {}
 
 
-def _coefficients(hyper: dict[str, Any], step: float, dtype: Any) -> np.ndarray:
+def _coefficients(hyper: Hyper, step: float, dtype: Any) -> np.ndarray:
     """The kernel's coefficient array, cached: most steps repeat the last ones' settings."""
-    key = (*hyper.values(), step, dtype)
+    key = (*hyper, step, dtype)
     found = _coefficient_arrays.get(key)
     if found is None:
         if len(_coefficient_arrays) > 256:  # a schedule or bias correction: keep it small
             _coefficient_arrays.clear()
-        c = _fused_cpu.coefficients(**hyper, step=step)
+        c = _fused_cpu.coefficients(hyper, step)
         found = _coefficient_arrays[key] = _fused_cpu.as_array(c, dtype)
     return found
 

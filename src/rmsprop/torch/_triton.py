@@ -79,6 +79,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rmsprop.torch._functional import Hyper, _multi_tensor_rmsprop, unscale_or_skip
+
 try:
     import triton  # type: ignore[import-untyped, import-not-found, unused-ignore]
     import triton.language as tl  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -492,68 +494,43 @@ def fused_rmsprop(
     grad_avgs: list[Tensor],
     momentum_buffers: list[Tensor],
     state_steps: list[Tensor],
-    *,
-    lr: float | Tensor,
-    decay: float,
-    eps: float,
-    eps_in_sqrt: bool,
-    centered: bool,
-    momentum: float,
-    nesterov: bool,
-    lr_in_momentum: bool,
-    bias_correction: bool,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    maximize: bool,
+    hyper: Hyper,
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
     stochastic_rounding: bool = False,
 ) -> None:
     """The fused step on CUDA tensors (or, interpreted, CPU tensors): updates everything in place.
 
-    ``grad_avgs`` is empty unless ``centered``, ``momentum_buffers`` unless
-    ``momentum > 0``; ``state_steps`` are the step counts, on the parameters'
-    device. ``lr`` may be a tensor on that device (the kernel reads it, so a
-    captured graph sees later changes). Tensors the kernel can't take (other
-    dtypes, layouts or devices) go through the foreach path, same rule.
+    ``grad_avgs`` is empty unless ``hyper.centered``, ``momentum_buffers``
+    unless ``hyper.momentum > 0``; ``state_steps`` are the step counts, on the
+    parameters' device. ``hyper.lr`` may be a tensor on that device (the kernel
+    reads it, so a captured graph sees later changes). Tensors the kernel
+    can't take (other dtypes, layouts or devices) go through the foreach path,
+    same rule.
     """
     if not params:
         return
     if torch.compiler.is_compiling():
         # One opaque op for the compiler; its body is the eager step below.
+        lr = hyper.lr
         lr_value, lr_tensor = (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
         torch.ops.rmsprop.fused_step(
             params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps,
-            lr_value, lr_tensor, decay, eps, eps_in_sqrt, centered, momentum, nesterov,
-            lr_in_momentum, bias_correction, weight_decay, decoupled_weight_decay, maximize,
-            grad_scale, found_inf, stochastic_rounding,
+            lr_value, lr_tensor, *hyper[1:], grad_scale, found_inf, stochastic_rounding,
         )  # fmt: skip
         return
-    hyper: dict[str, Any] = dict(
-        decay=decay,
-        eps=eps,
-        eps_in_sqrt=eps_in_sqrt,
-        centered=centered,
-        momentum=momentum,
-        nesterov=nesterov,
-        lr_in_momentum=lr_in_momentum,
-        bias_correction=bias_correction,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        maximize=maximize,
-    )
+    centered, momentum = hyper.centered, hyper.momentum
     m = grad_avgs if centered else []
     b = momentum_buffers if momentum > 0 else []
     plan = _plan_for(params, grads, square_avgs, m, b, state_steps)
     for launch in plan.launches:
-        _launch(launch, lr, grad_scale, found_inf, stochastic_rounding, hyper)
+        _launch(launch, hyper, grad_scale, found_inf, stochastic_rounding)
     # The kernel writes behind autograd's back: tell it, as an in-place op would.
     written = [*params, *square_avgs, *m, *b, *state_steps]
     torch.autograd.graph.increment_version(written + (grads if grad_scale is not None else []))
     if plan.rest:
         _foreach_rest(
-            plan.rest, params, grads, square_avgs, m, b, state_steps,
-            lr, grad_scale, found_inf, hyper,
+            plan.rest, params, grads, square_avgs, m, b, state_steps, hyper, grad_scale, found_inf
         )  # fmt: skip
 
 
@@ -675,13 +652,13 @@ def _same_dense_layout(p: Tensor, others: list[Tensor]) -> bool:
 
 def _launch(
     launch: _Launch,
-    lr: float | Tensor,
+    hyper: Hyper,
     grad_scale: Tensor | None,
     found_inf: Tensor | None,
     stochastic_rounding: bool,
-    hyper: dict[str, Any],
 ) -> None:
     device = launch.device
+    lr = hyper.lr
     lr_ptr = None
     if isinstance(lr, Tensor):
         if lr.device == device and lr.dtype in _STEP_DTYPES:
@@ -692,11 +669,11 @@ def _launch(
         grad_scale = grad_scale.to(device, torch.float32, non_blocking=True)
     if found_inf is not None:
         found_inf = found_inf.to(device, torch.float32, non_blocking=True)
-    decay, weight_decay = hyper["decay"], hyper["weight_decay"]
+    decay, weight_decay = hyper.decay, hyper.weight_decay
     # log2(ρ) in float64, passed as two float32 halves (kernel scalars are float32).
     log2_decay = math.log2(decay) if 0 < decay < 1 else 0.0
     log2_decay_high = float(np.float32(log2_decay))
-    decay_form = 0 if weight_decay == 0 else 2 if hyper["decoupled_weight_decay"] else 1
+    decay_form = 0 if weight_decay == 0 else 2 if hyper.decoupled_weight_decay else 1
     with _CurrentDevice(device):
         _rmsprop_kernel[(launch.n_blocks,)](
             launch.tables,
@@ -711,8 +688,8 @@ def _launch(
             1 - lr * weight_decay,
             decay,
             1 - decay,
-            hyper["eps"],
-            hyper["momentum"],
+            hyper.eps,
+            hyper.momentum,
             weight_decay,
             log2_decay_high,
             log2_decay - log2_decay_high,
@@ -720,14 +697,14 @@ def _launch(
             GRAD=_TL_DTYPES[launch.grad_dtype],
             STATE=_TL_DTYPES[launch.state_dtype],
             STEP=_TL_DTYPES[launch.step_dtype],
-            MAXIMIZE=hyper["maximize"],
+            MAXIMIZE=hyper.maximize,
             WEIGHT_DECAY=decay_form,
-            CENTERED=hyper["centered"],
-            MOMENTUM=hyper["momentum"] > 0,
-            NESTEROV=hyper["nesterov"],
-            LR_IN_MOMENTUM=hyper["lr_in_momentum"],
-            EPS_IN_SQRT=hyper["eps_in_sqrt"],
-            BIAS_CORRECTION=hyper["bias_correction"],
+            CENTERED=hyper.centered,
+            MOMENTUM=hyper.momentum > 0,
+            NESTEROV=hyper.nesterov,
+            LR_IN_MOMENTUM=hyper.lr_in_momentum,
+            EPS_IN_SQRT=hyper.eps_in_sqrt,
+            BIAS_CORRECTION=hyper.bias_correction,
             LR_ON_DEVICE=lr_ptr is not None,
             GRAD_SCALE=grad_scale is not None,
             FOUND_INF=found_inf is not None,
@@ -764,12 +741,10 @@ def _foreach_rest(
     grad_avgs: list[Tensor],
     momentum_buffers: list[Tensor],
     state_steps: list[Tensor],
-    lr: float | Tensor,
+    hyper: Hyper,
     grad_scale: Tensor | None,
     found_inf: Tensor | None,
-    hyper: dict[str, Any],
 ) -> None:
-    from rmsprop.torch._functional import _multi_tensor_rmsprop, unscale_or_skip
 
     def pick(tensors: list[Tensor]) -> list[Tensor]:
         return [tensors[i] for i in rest] if tensors else []
@@ -779,7 +754,7 @@ def _foreach_rest(
         return
     _multi_tensor_rmsprop(
         pick(params), rest_grads, pick(square_avgs), pick(grad_avgs), pick(momentum_buffers),
-        pick(state_steps), lr=lr, capturable=isinstance(lr, Tensor), differentiable=False, **hyper,
+        pick(state_steps), hyper, capturable=isinstance(hyper.lr, Tensor), differentiable=False,
     )  # fmt: skip
 
 
@@ -822,13 +797,13 @@ def _fused_step_op(
     found_inf: Tensor | None,
     stochastic_rounding: bool,
 ) -> None:
+    hyper = Hyper(
+        lr if lr_tensor is None else lr_tensor, decay, eps, eps_in_sqrt, centered, momentum,
+        nesterov, lr_in_momentum, bias_correction, weight_decay, decoupled_weight_decay, maximize,
+    )  # fmt: skip
     fused_rmsprop(
         params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps,
-        lr=lr if lr_tensor is None else lr_tensor, decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt,
-        centered=centered, momentum=momentum, nesterov=nesterov, lr_in_momentum=lr_in_momentum,
-        bias_correction=bias_correction, weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
-        grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=stochastic_rounding,
+        hyper, grad_scale, found_inf, stochastic_rounding,
     )  # fmt: skip
 
 
