@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tables import TOLERANCES, config_kwargs, flavor_cases, random_configs
 
 import rmsprop.numpy as rnp
@@ -91,3 +93,34 @@ def test_coefficients_fold_the_rule():
     c = coefficients(tf.replace(bias_correction=True), step=2)
     assert (c.buf_scale, c.lr_out, c.nest_u, c.nest_b) == (0.1, 1.0, 0.1, 0.9)
     assert c.bias == pytest.approx(1 / (1 - 0.81))
+
+
+@given(
+    numels=st.lists(st.integers(0, 3000), max_size=8),
+    threads=st.integers(1, 4),
+    serial_below=st.sampled_from([0, 1000, 10**9]),
+)
+def test_table_shares_cover_every_element_once_in_balanced_cache_line_pieces(
+    numels, threads, serial_below
+):
+    shares = _fused_cpu._split(numels, threads, serial_below)
+    rows = [tuple(row) for share in shares for row in share]
+    covered = {t: [] for t in range(len(numels))}
+    for t, start, stop in rows:
+        assert 0 <= start < stop <= numels[t]
+        covered[t].append((start, stop))
+    for t, n in enumerate(numels):  # in order, without gaps or overlaps
+        edges = [0] + [x for piece in covered[t] for x in piece] + [n]
+        assert edges[0::2] == edges[1::2]
+    sizes = [sum(int(stop - start) for _, start, stop in share) for share in shares]
+    assert len(shares) <= threads
+    if len(shares) > 1:
+        share = -(-sum(numels) // threads)
+        assert all(size <= share + 15 for size in sizes)
+        # Every share but the last ends on a 16-element (64-byte float32) boundary.
+        assert all(sum(sizes[: k + 1]) % 16 == 0 for k in range(len(sizes) - 1))
+
+
+def test_a_table_holds_only_memory_the_kernel_updates_directly():
+    with pytest.raises(TypeError, match="float32 or float64 memory, not float16"):
+        _fused_cpu.Table(np.float16, [3])

@@ -9,20 +9,23 @@ or out of the momentum buffer, Nesterov, bias correction, maximize) are
 folded into per-tensor coefficients, so one loop body serves them all at no
 extra cost: multiplying by 1 or adding 0 is exact.
 
-Small steps run inline; large ones are split into chunks spread over a small
-thread pool (the kernel releases the GIL). 16-bit tensors are converted chunk
-by chunk into thread-local float32 buffers that stay in cache, so the math is
-float32 and memory is still crossed once.
+float32 and float64 tensors go through a `Table` of their addresses: one
+kernel call per thread updates all of them, so a step's host work does not
+grow with the number of tensors. Small steps run inline; large ones are split
+into equal shares spread over a small thread pool (the kernel releases the
+GIL). 16-bit tensors are `Task`s, converted chunk by chunk into thread-local
+float32 buffers that stay in cache, so the math is float32 and memory is still
+crossed once.
 
 Both backends launch it: `rmsprop.numpy` on arrays, `rmsprop.torch` on the
-arrays under CPU tensors.
+memory of CPU tensors.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -97,7 +100,7 @@ def coefficients(rule: Any, step: float) -> Coefficients:
         decay_scale=1 - lr * weight_decay if decoupled else 1.0,
         rho=decay,
         one_minus_rho=1 - decay,
-        bias=1 / (1 - decay**step) if rule.bias_correction else 1.0,
+        bias=bias(decay, step) if rule.bias_correction else 1.0,
         eps_in=eps if rule.eps_in_sqrt else 0.0,
         eps_out=0.0 if rule.eps_in_sqrt else eps,
         mu=momentum,
@@ -106,6 +109,11 @@ def coefficients(rule: Any, step: float) -> Coefficients:
         nest_b=momentum if rule.nesterov else 1.0,
         lr_out=1.0 if (with_momentum and lr_in_momentum) else lr,
     )
+
+
+def bias(decay: float, step: float) -> float:
+    """Bias correction's factor 1/(1 - ρᵗ), in float64."""
+    return float(1 / (1 - decay**step))
 
 
 def _kernel_source(p: Any, g: Any, v: Any, m: Any, b: Any, c: Any) -> None:
@@ -138,6 +146,116 @@ _kernel: Any = (
     else None
 )
 
+# Rows of a table's addresses.
+PARAM, GRAD, SQUARE_AVG, GRAD_AVG, BUFFER = range(5)
+_BIAS = Coefficients._fields.index("bias")
+
+
+def _table_kernel_source(addresses: Any, pieces: Any, c: Any, m_marker: Any, b_marker: Any) -> None:
+    # Each row of `pieces` is (tensor, start, stop): that range of the tensor's
+    # arrays, reached through their addresses. The markers are None when the
+    # rule has no m (b), so those branches are pruned at compile time.
+    dtype = c.dtype
+    size = c.itemsize
+    for row in range(pieces.shape[0]):
+        t, start, stop = pieces[row, 0], pieces[row, 1], pieces[row, 2]
+        n = stop - start
+        offset = start * size
+        p = numba.carray(_pointer(addresses[0, t] + offset), n, dtype)
+        g = numba.carray(_pointer(addresses[1, t] + offset), n, dtype)
+        v = numba.carray(_pointer(addresses[2, t] + offset), n, dtype)
+        if m_marker is None:
+            if b_marker is None:
+                _kernel(p, g, v, None, None, c[t])
+            else:
+                b = numba.carray(_pointer(addresses[4, t] + offset), n, dtype)
+                _kernel(p, g, v, None, b, c[t])
+        else:
+            m = numba.carray(_pointer(addresses[3, t] + offset), n, dtype)
+            if b_marker is None:
+                _kernel(p, g, v, m, None, c[t])
+            else:
+                b = numba.carray(_pointer(addresses[4, t] + offset), n, dtype)
+                _kernel(p, g, v, m, b, c[t])
+
+
+if AVAILABLE:
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    def _pointer_typing(typingctx: Any, address: Any) -> Any:
+        """An integer address as the pointer `numba.carray` takes."""
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+        return numba.types.voidptr(numba.types.int64), codegen
+
+    _pointer: Any = intrinsic(_pointer_typing)
+    _table_kernel: Any = numba.njit(nogil=True, cache=True, error_model="numpy", boundscheck=False)(
+        _table_kernel_source
+    )
+
+
+class Table:
+    """Same-dtype tensors one kernel call per thread updates, reached through their addresses.
+
+    ``addresses[r, i]`` is the address of tensor i's θ, g, v, m or b (rows 0
+    to 4; 0 where the rule has no m or b), ``coefficients[i]`` its
+    `Coefficients` in the kernel dtype. The owner keeps the memory alive and
+    the addresses current: the kernel trusts them.
+    """
+
+    def __init__(
+        self, dtype: Any, numels: Sequence[int], grad_avg: bool = False, momentum: bool = False
+    ) -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in KERNEL_DTYPES:
+            raise TypeError(f"a Table holds float32 or float64 memory, not {self.dtype}")
+        self.numels = list(numels)
+        self.total = sum(self.numels)
+        self.addresses = np.zeros((5, len(self.numels)), np.int64)
+        self.coefficients = np.zeros((len(self.numels), len(Coefficients._fields)), self.dtype)
+        marker = np.zeros(0, self.dtype)
+        self.markers = (marker if grad_avg else None, marker if momentum else None)
+        self._shares: dict[tuple[int, int], list[np.ndarray]] = {}
+
+    def set_coefficients(self, c: Coefficients, bias: Iterable[float] | None = None) -> None:
+        """Every tensor's coefficients: ``c``, with one ``bias`` per tensor if given."""
+        self.coefficients[:] = np.array(c, self.dtype)
+        if bias is not None:
+            self.coefficients[:, _BIAS] = np.fromiter(bias, np.float64, len(self.numels))
+
+    def shares(self, threads: int) -> list[np.ndarray]:
+        """Each thread's (tensor, start, stop) rows: about the same number of elements each."""
+        key = (threads, SERIAL_BELOW)
+        found = self._shares.get(key)
+        if found is None:
+            found = self._shares[key] = _split(self.numels, threads, SERIAL_BELOW)
+        return found
+
+
+def _split(numels: Sequence[int], threads: int, serial_below: int) -> list[np.ndarray]:
+    total = sum(numels)
+    if threads == 1 or total < serial_below:
+        rows = [(t, 0, n) for t, n in enumerate(numels) if n]
+        return [np.array(rows, np.int64).reshape(-1, 3)]
+    # Shares end on 64-byte lines, so no two threads write one cache line.
+    share = -(-total // threads)
+    share += -share % 16
+    out: list[list[tuple[int, int, int]]] = [[] for _ in range(threads)]
+    done = 0
+    for t, n in enumerate(numels):
+        start = 0
+        while start < n:
+            thread = done // share
+            stop = min(n, start + (thread + 1) * share - done)
+            out[thread].append((t, start, stop))
+            done += stop - start
+            start = stop
+    return [np.array(rows, np.int64).reshape(-1, 3) for rows in out if rows]
+
+
 Arrays = Sequence[Any]  # p, g, v, m, b: 1-D, one length; m and b may be None
 Copy = Callable[[Any, Any], None]  # copy(destination, source), converting the dtype
 
@@ -165,27 +283,41 @@ def as_array(c: Coefficients, dtype: Any) -> np.ndarray:
     return np.array(c, dtype=dtype)
 
 
-def run(tasks: Sequence[Task]) -> None:
-    """Runs the tasks: inline when small, else in chunks spread over the threads."""
+def run(tasks: Sequence[Task] = (), tables: Sequence[Table] = ()) -> None:
+    """Runs the tasks and tables: inline when small, else spread over the threads."""
     global _pool, _pool_size
-    total = sum(len(t.arrays[0]) for t in tasks)
     threads = num_threads()
+    work: list[list[tuple[Callable[..., None], tuple[Any, ...]]]] = [[] for _ in range(threads)]
+    for table in tables:
+        for thread, rows in enumerate(table.shares(threads)):
+            work[thread].append(
+                (_table_kernel, (table.addresses, rows, table.coefficients, *table.markers))
+            )
+    total = sum(len(t.arrays[0]) for t in tasks)
     if threads == 1 or total < SERIAL_BELOW:
-        for t in tasks:
-            _run_range(t, 0, len(t.arrays[0]))
+        work[0] += [(_run_range, (t, 0, len(t.arrays[0]))) for t in tasks]
+    elif tasks:
+        # A few pieces per thread: enough to balance, few enough that the Python
+        # work of handing them out (which holds the GIL) stays negligible.
+        piece = max(CHUNK, total // (threads * PIECES_PER_THREAD))
+        pieces = [(t, a, b) for t in tasks for a, b in _chunks(len(t.arrays[0]), piece)]
+        for thread, group in enumerate(_balanced_groups(pieces, total, threads)):
+            work[thread].append((_run_group, (group,)))
+    if not any(work[1:]):
+        _run_calls(work[0])
         return
-    # A few pieces per thread: enough to balance, few enough that the Python
-    # work of handing them out (which holds the GIL) stays negligible.
-    piece = max(CHUNK, total // (threads * PIECES_PER_THREAD))
-    pieces = [(t, start, stop) for t in tasks for start, stop in _chunks(len(t.arrays[0]), piece)]
     if _pool is None or _pool_size != threads:
         _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="rmsprop")
         _pool_size = threads
-    groups = _balanced_groups(pieces, total, threads)
-    futures = [_pool.submit(_run_group, group) for group in groups[1:]]
-    _run_group(groups[0])  # the calling thread takes a share too
+    futures = [_pool.submit(_run_calls, calls) for calls in work[1:] if calls]
+    _run_calls(work[0])  # the calling thread takes a share too
     for future in futures:
         future.result()
+
+
+def _run_calls(calls: Sequence[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
+    for function, args in calls:
+        function(*args)
 
 
 Piece = tuple[Task, int, int]

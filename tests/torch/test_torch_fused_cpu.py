@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 torch = pytest.importorskip("torch", reason="the torch backend needs the torch extra")
@@ -136,3 +138,42 @@ def test_mixed_dtypes_and_layouts_in_one_group():
         # bfloat16: the loop computes in bfloat16, the kernel in float32.
         tolerance = 1e-2 if a.dtype == torch.bfloat16 else 1e-6
         torch.testing.assert_close(a, b, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_cached_plans_follow_moved_grads_skipped_steps_schedules_and_new_state(bias_correction):
+    # One run that changes, step by step, what the fused path caches between
+    # steps; the single-tensor path, which caches nothing, must agree throughout.
+    def make():
+        torch.manual_seed(0)
+        return [
+            torch.nn.Parameter(torch.randn(3, 4)),
+            torch.nn.Parameter(torch.randn(0)),
+            torch.nn.Parameter(torch.randn(5, dtype=torch.float64)),
+            torch.nn.Parameter(torch.randn(6, dtype=torch.complex64)),
+            torch.nn.Parameter(torch.randn(40_000)),
+        ]
+
+    def grad(p, step, strided=False):
+        if strided:  # same shape, transposed memory: this step the loop must take it
+            return torch.full(p.shape[::-1], 0.25 * step, dtype=p.dtype).t()
+        return torch.full_like(p, 0.5 + step) * (1 + torch.arange(p.numel()).view(p.shape) % 3)
+
+    runs = []
+    for path in ({"fused": True}, {"foreach": False}):
+        params = make()
+        options = {"momentum": 0.9, "centered": True, "bias_correction": bias_correction}
+        opt = RMSprop(params, lr=0.01, **options, **path)
+        schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        for step in range(8):
+            for i, p in enumerate(params):
+                p.grad = grad(p, step, strided=step == 3 and i == 0)
+            if step == 2:
+                params[2].grad = None  # its step count falls behind the others'
+            if step == 5:  # new state tensors, at new addresses
+                opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+            opt.step()
+            schedule.step()
+        runs.append(params)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

@@ -1,13 +1,18 @@
 """The fused CPU path for torch: `rmsprop._fused_cpu` run on the memory of CPU tensors.
 
-Tensors the kernel cannot take as they are (non-contiguous, or of a dtype
-other than float32/float64/bfloat16/float16, or complex of those) go through
-the single-tensor path instead, so every tensor gets the same rule.
+float32 and float64 tensors (complex ones as pairs of reals) go through one
+address `Table` per dtype, cached with a plan of the step, so a step costs a
+few microseconds of host work however many tensors there are; bfloat16 and
+float16 tensors are converted to float32 chunk by chunk. Tensors the kernel
+cannot take as they are (non-contiguous, other dtypes, state or gradient of
+another dtype) go through the single-tensor path instead, so every tensor gets
+the same rule.
 """
 
 from __future__ import annotations
 
-import weakref
+from collections import OrderedDict
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -17,13 +22,10 @@ from torch import Tensor
 from rmsprop import _fused_cpu
 from rmsprop.torch._functional import Hyper, _single_tensor_rmsprop, _view_as_real
 
-_DIRECT = (torch.float32, torch.float64)  # the kernel works on their memory
+# Real dtypes whose memory the kernel updates directly, and its dtype for them.
+_DIRECT = {torch.float32: np.float32, torch.float64: np.float64}
 _CONVERTED = (torch.bfloat16, torch.float16)  # float32 math, chunk by chunk
-
-# Flat views of each parameter's and its state's memory, built once: making
-# them costs microseconds per tensor, which small models would feel every step.
-# Keyed by id (tensors compare elementwise), dropped when the parameter dies.
-_views: dict[int, tuple[tuple[Any, ...], list[Any] | None]] = {}
+_ONE = torch.tensor(1.0)  # what every step count grows by: one wrapped scalar for all
 
 
 def unsupported_reason(params: list[Tensor]) -> str:
@@ -49,55 +51,181 @@ def _fused_cpu_rmsprop(
         return
     if not _fused_cpu.AVAILABLE:
         raise RuntimeError(_fused_cpu.WHY_UNAVAILABLE)
-    # (A tensor off the CPU fails loudly in .numpy() below; RMSprop checks devices first.)
     hyper = hyper._replace(lr=float(hyper.lr))
-    centered, momentum = hyper.centered, hyper.momentum
-    work: list[tuple[int, list[Any], bool]] = []  # (index, arrays, direct)
-    leftover: list[int] = []
-    for i, param in enumerate(params):
-        m = grad_avgs[i] if centered else None
-        b = momentum_buffers[i] if momentum > 0 else None
-        state = _state_views(param, square_avgs[i], m, b)
-        grad = grads[i]
-        if state is None or grad.dtype != param.dtype or not grad.is_contiguous():
-            leftover.append(i)
-            continue
-        p_view, v_view, m_view, b_view = state
-        direct = isinstance(p_view, np.ndarray)
-        g_view = _view_as_real(grad.detach())[0].view(-1)
-        work.append(
-            (i, [p_view, g_view.numpy() if direct else g_view, v_view, m_view, b_view], direct)
-        )
+    m = grad_avgs if hyper.centered else []
+    b = momentum_buffers if hyper.momentum > 0 else []
+    plan = _plan_for(params, grads, square_avgs, m, b)
 
-    steps = [state_steps[i] for i, _, _ in work]
-    if steps:
-        # One call for all; a wrapped CPU scalar spares a tensor per step count.
-        torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
-    shared: dict[Any, np.ndarray] = {}  # without bias correction: one array per dtype
-    tasks: list[_fused_cpu.Task] = []
-    for (_, arrays, direct), step in zip(work, steps):
-        kernel_dtype = arrays[0].dtype if direct else np.float32
-        if hyper.bias_correction:
-            c = _coefficients(hyper, step.item(), kernel_dtype)
-        elif kernel_dtype in shared:
-            c = shared[kernel_dtype]
-        else:
-            c = shared[kernel_dtype] = _coefficients(hyper, 1, kernel_dtype)
-        tasks.append(_fused_cpu.task(arrays, c, None if direct else _copy))
-    _fused_cpu.run(tasks)
+    counted = [state_steps[i] for i in plan.counted]
+    if counted:
+        torch._foreach_add_(counted, _ONE, alpha=1.0)
+    if hyper.bias_correction or plan.rule != hyper:
+        c = _fused_cpu.coefficients(hyper, 1)
+        for table, indices in plan.tables:
+            bias = None
+            if hyper.bias_correction:
+                bias = (_fused_cpu.bias(hyper.decay, state_steps[i].item()) for i in indices)
+            table.set_coefficients(c, bias)
+        plan.rule = None if hyper.bias_correction else hyper
+    tasks = [
+        _converted_task(params, grads, square_avgs, m, b, state_steps, i, hyper)
+        for i in plan.converted
+    ]
+    _fused_cpu.run(tasks, [table for table, _ in plan.tables])
 
-    if leftover:
+    if plan.leftover:
+        pick = plan.leftover
         _single_tensor_rmsprop(
-            [params[i] for i in leftover],
-            [grads[i] for i in leftover],
-            [square_avgs[i] for i in leftover],
-            [grad_avgs[i] for i in leftover] if centered else [],
-            [momentum_buffers[i] for i in leftover] if momentum > 0 else [],
-            [state_steps[i] for i in leftover],
+            [params[i] for i in pick],
+            [grads[i] for i in pick],
+            [square_avgs[i] for i in pick],
+            [m[i] for i in pick] if m else [],
+            [b[i] for i in pick] if b else [],
+            [state_steps[i] for i in pick],
             hyper,
             capturable=False,
             differentiable=False,
         )
+
+
+class _Plan:
+    """How a step's tensors reach the kernel, kept while they are the same tensors.
+
+    ``tables`` pairs each address table with the step-list positions of its
+    tensors; ``converted`` are the 16-bit tensors, ``leftover`` those the
+    single-tensor path takes; ``grads`` the gradient addresses the tables hold.
+    """
+
+    def __init__(
+        self,
+        tables: list[tuple[_fused_cpu.Table, list[int]]],
+        converted: list[int],
+        leftover: list[int],
+        grads: list[int],
+    ) -> None:
+        self.tables = tables
+        self.converted = converted
+        self.leftover = leftover
+        self.grads = grads
+        self.counted = sorted([i for _, indices in tables for i in indices] + converted)
+        self.rule: Hyper | None = None  # the rule the tables' coefficients hold
+
+    def follow_grads(self, params: list[Tensor], grads: list[Tensor], addresses: list[int]) -> bool:
+        """Points the tables at moved gradients; False if one no longer fits."""
+        if not all(_grad_fits(params[i], grads[i]) for i in self.counted):
+            return False
+        for table, indices in self.tables:
+            table.addresses[_fused_cpu.GRAD] = [addresses[i] for i in indices]
+        self.grads = addresses
+        return True
+
+
+# Plans keyed by the identity and layout of the parameters and their state.
+_plans: OrderedDict[tuple[Any, ...], _Plan] = OrderedDict()
+_PLANS_KEPT = 16
+_dtype = attrgetter("dtype")
+
+
+def _plan_for(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor],
+    momentum_buffers: list[Tensor],
+) -> _Plan:
+    """The cached plan for these tensors, following moved gradients; built when new."""
+    # Sizes, dtypes and layouts too: a new tensor may reuse a freed one's address.
+    key = (
+        len(grad_avgs),
+        len(momentum_buffers),
+        *map(Tensor.data_ptr, params),
+        *map(Tensor.numel, params),
+        *map(_dtype, params),
+        *map(Tensor.is_contiguous, params),
+        *map(Tensor.data_ptr, square_avgs),
+        *map(Tensor.data_ptr, grad_avgs),
+        *map(Tensor.data_ptr, momentum_buffers),
+    )
+    addresses = list(map(Tensor.data_ptr, grads))
+    plan = _plans.get(key)
+    if plan is not None and (
+        plan.grads == addresses or plan.follow_grads(params, grads, addresses)
+    ):
+        _plans.move_to_end(key)
+        return plan
+    plan = _build_plan(params, grads, square_avgs, grad_avgs, momentum_buffers)
+    _plans[key] = plan
+    while len(_plans) > _PLANS_KEPT:
+        _plans.popitem(last=False)
+    return plan
+
+
+def _build_plan(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor],
+    momentum_buffers: list[Tensor],
+) -> _Plan:
+    by_dtype: dict[Any, list[int]] = {}
+    converted: list[int] = []
+    leftover: list[int] = []
+    for i, p in enumerate(params):
+        state = [square_avgs[i], *(ts[i] for ts in (grad_avgs, momentum_buffers) if ts)]
+        fits = _grad_fits(p, grads[i]) and all(
+            t.dtype == p.dtype and t.is_contiguous() and t.is_cpu for t in state
+        )
+        dtype = _real_dtype(p)
+        if fits and dtype in _DIRECT:
+            by_dtype.setdefault(_DIRECT[dtype], []).append(i)
+        elif fits and dtype in _CONVERTED:
+            converted.append(i)
+        else:
+            leftover.append(i)
+    tables = []
+    for dtype, indices in by_dtype.items():
+        numels = [params[i].numel() * (2 if params[i].is_complex() else 1) for i in indices]
+        table = _fused_cpu.Table(dtype, numels, bool(grad_avgs), bool(momentum_buffers))
+        rows = [params, grads, square_avgs, grad_avgs, momentum_buffers]
+        for row, tensors in enumerate(rows):
+            if tensors:
+                table.addresses[row] = [tensors[i].data_ptr() for i in indices]
+        tables.append((table, indices))
+    return _Plan(tables, converted, leftover, list(map(Tensor.data_ptr, grads)))
+
+
+def _grad_fits(p: Tensor, g: Tensor) -> bool:
+    """Whether the kernel can read g beside p: same dtype and size, contiguous, on the CPU."""
+    return (
+        g.dtype == p.dtype
+        and g.is_contiguous()
+        and p.is_contiguous()
+        and g.numel() == p.numel()
+        and g.is_cpu
+        and p.is_cpu
+    )
+
+
+def _real_dtype(t: Tensor) -> torch.dtype:
+    return torch.view_as_real(t).dtype if t.is_complex() else t.dtype
+
+
+def _converted_task(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor],
+    momentum_buffers: list[Tensor],
+    state_steps: list[Tensor],
+    i: int,
+    hyper: Hyper,
+) -> _fused_cpu.Task:
+    """A 16-bit tensor's step: flat views of its memory, float32 coefficients."""
+    tensors = [params[i], grads[i], square_avgs[i]]
+    tensors += [ts[i] if ts else None for ts in (grad_avgs, momentum_buffers)]  # type: ignore[misc]
+    flat = [None if t is None else _view_as_real(t.detach())[0].view(-1) for t in tensors]
+    step = state_steps[i].item() if hyper.bias_correction else 1
+    return _fused_cpu.task(flat, _coefficients(hyper, step, np.float32), _copy)
 
 
 _coefficient_arrays: dict[tuple[Any, ...], np.ndarray] = {}
@@ -113,37 +241,6 @@ def _coefficients(hyper: Hyper, step: float, dtype: Any) -> np.ndarray:
         c = _fused_cpu.coefficients(hyper, step)
         found = _coefficient_arrays[key] = _fused_cpu.as_array(c, dtype)
     return found
-
-
-def _state_views(param: Tensor, *state: Tensor | None) -> list[Any] | None:
-    """Flat views of the parameter's and its state's memory (cached), or None if impossible.
-
-    float32/float64 memory comes as NumPy arrays, 16-bit as 1-D tensors;
-    complex tensors as pairs of reals.
-    """
-    key = (
-        param.data_ptr(),
-        param.dtype,
-        param.numel(),
-        *(t.data_ptr() for t in state if t is not None),
-    )
-    cached = _views.get(id(param))
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    tensors = [param, *state]
-    present = [t for t in tensors if t is not None]
-    views: list[Any] | None = None
-    if all(t.dtype == param.dtype and t.is_contiguous() for t in present):
-        flat = [None if t is None else _view_as_real(t.detach())[0].view(-1) for t in tensors]
-        dtype = flat[0].dtype  # type: ignore[union-attr]
-        if dtype in _DIRECT:
-            views = [None if t is None else t.numpy() for t in flat]
-        elif dtype in _CONVERTED:
-            views = flat
-    if cached is None:
-        weakref.finalize(param, _views.pop, id(param), None)
-    _views[id(param)] = (key, views)
-    return views
 
 
 def _copy(destination: Any, source: Any) -> None:
