@@ -11,7 +11,7 @@ rule in one pass over memory.
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -109,23 +109,21 @@ def rmsprop(
 
 def fused_unsupported_reason(params: list[Tensor]) -> str:
     """Why no fused kernel can run on these parameters ('' when one can, for each device)."""
-    device_types = _device_types(params)
-    for device_type in device_types:
-        reason: str
-        if _triton_serves(device_type):
-            reason = _triton().unsupported_reason(device_type)
-        else:
-            from rmsprop.torch._fused_cpu import unsupported_reason
-
-            on_device = params
-            if len(device_types) > 1:
-                on_device = [p for p in params if p.device.type == device_type]
-            reason = unsupported_reason(on_device)
-            if reason and device_type != "cpu":
-                reason += " (and the Triton kernel CUDA tensors)"
+    for device_type in _device_types(params):
+        reason = _unsupported_on(device_type)
         if reason:
             return reason
     return ""
+
+
+def _unsupported_on(device_type: str) -> str:
+    """Why the fused kernel for this device type can't run ('' when it can)."""
+    if _triton_serves(device_type):
+        return cast(str, _triton().unsupported_reason(device_type))
+    # Imported on first use: it loads Numba, which plain torch users never need.
+    from rmsprop.torch._fused_cpu import unsupported_reason
+
+    return unsupported_reason(device_type)
 
 
 def _device_types(params: list[Tensor]) -> list[str]:
@@ -177,14 +175,12 @@ def _fused_rmsprop(
         else:
             keep = [i for i, p in enumerate(params) if p.device.type == device_type]
             picked = tuple([ts[i] for i in keep] if ts else [] for ts in lists)
+        reason = _unsupported_on(device_type)
+        if reason:
+            raise RuntimeError(reason)
         if _triton_serves(device_type):
-            reason = _triton().unsupported_reason(device_type)
-            if reason:
-                raise RuntimeError(reason)
             _triton().fused_rmsprop(*picked, hyper, grad_scale, found_inf, stochastic_rounding)
             continue
-        if device_type != "cpu":
-            raise RuntimeError(fused_unsupported_reason(picked[0]))
         if stochastic_rounding:
             raise ValueError(
                 "stochastic_rounding=True needs the fused Triton kernel, which runs on CUDA tensors"

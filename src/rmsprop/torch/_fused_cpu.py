@@ -28,13 +28,15 @@ _CONVERTED = (torch.bfloat16, torch.float16)  # float32 math, chunk by chunk
 _ONE = torch.tensor(1.0)  # what every step count grows by: one wrapped scalar for all
 
 
-def unsupported_reason(params: list[Tensor]) -> str:
-    """Why the fused CPU path can't run on these parameters ('' when it can)."""
+def unsupported_reason(device_type: str) -> str:
+    """Why the fused CPU kernel can't run on tensors of this device type ('' when it can)."""
     if not _fused_cpu.AVAILABLE:
         return _fused_cpu.WHY_UNAVAILABLE
-    devices = sorted({p.device.type for p in params} - {"cpu"})
-    if devices:
-        return f"the fused CPU kernel needs CPU tensors, got {', '.join(devices)} tensors"
+    if device_type != "cpu":
+        return (
+            f"the fused CPU kernel needs CPU tensors, got {device_type} tensors "
+            "(and the Triton kernel CUDA tensors)"
+        )
     return ""
 
 
