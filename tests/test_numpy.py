@@ -1,5 +1,7 @@
 """The NumPy reference: hand-computed steps, closed forms and properties."""
 
+import copy
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -157,6 +159,30 @@ def test_stateful_class_matches_the_functions():
     assert rnp.RMSprop([np.ones(1)], flavor="dqn", lr=0.5).config == rmsprop.flavor("dqn", lr=0.5)
     with pytest.raises(TypeError, match=r"params\[0\] must be a numpy.ndarray"):
         rnp.RMSprop([[1.0]])
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["reference", "fused"])
+@pytest.mark.parametrize(
+    ("grads", "message"),
+    [
+        ([np.ones(4)], r"got 1 gradients for 2 parameters"),
+        ([np.ones(4), np.ones(2)], r"gradient shape \(2,\) != parameter shape \(3,\)"),
+        ([np.ones(4), np.float64(1.0)], r"gradient shape \(\) != parameter shape \(3,\)"),
+        ([np.ones((4, 1)), None], r"gradient shape \(4, 1\) != parameter shape \(4,\)"),
+    ],
+)
+def test_the_stateful_class_refuses_bad_gradients_and_changes_nothing(grads, message, fused):
+    if fused:
+        pytest.importorskip("numba", reason="the fused path needs the fast extra (numba)")
+    params = [np.ones(4, np.float32), np.ones(3, np.float32)]
+    opt = rnp.RMSprop(params, fused=fused, momentum=0.9)
+    before = [p.copy() for p in params], copy.deepcopy(opt.state)
+    with pytest.raises(ValueError, match=message):
+        opt.step(grads)
+    for p, b in zip(params, before[0]):
+        np.testing.assert_array_equal(p, b)
+    assert all(leaf.step == 0 for leaf in opt.state)
+    np.testing.assert_array_equal(opt.state[0].square_avg, before[1][0].square_avg)
 
 
 @pytest.mark.parametrize(("desc", "config"), list(flavor_cases())[::7])

@@ -217,6 +217,11 @@ class RMSprop:
         grads = list(grads)
         if len(grads) != len(self.params):
             raise ValueError(f"got {len(grads)} gradients for {len(self.params)} parameters")
+        for param, grad in zip(self.params, grads):
+            # Checked before anything changes: the fused kernel reads as many elements as θ has.
+            shape = None if grad is None else np.shape(grad)
+            if shape is not None and shape != param.shape:
+                raise ValueError(f"gradient shape {shape} != parameter shape {param.shape}")
         if self.fused:
             self._fused_step(grads)
             return
