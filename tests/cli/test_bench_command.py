@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("torch", reason="rmsprop bench times the torch optimizers")
 
 from rmsprop import benchmark
+from rmsprop.benchmark import _common
 from rmsprop.cli import bench, main
 
 TINY = "tiny (test)"
@@ -26,8 +27,8 @@ def test_json_rows_cover_every_implementation_and_variant_asked_for(tiny_size, c
                    "--variant", "centered+momentum"])  # fmt: skip
     assert status == 0
     rows = json.loads(capsys.readouterr().out)
-    names = [i for i in benchmark.IMPLEMENTATIONS if i != "torch.compile"]
-    names = [i for i in names if benchmark._available(i)]
+    wanted = [i for i in benchmark.IMPLEMENTATIONS if i != "torch.compile"]
+    names, _ = _common.available(wanted, "cpu")
     assert [(r["variant"], r["implementation"]) for r in rows] == [
         (v, i) for v in ("plain", "centered+momentum") for i in names
     ]

@@ -1,0 +1,316 @@
+"""What the CPU and CUDA step benchmarks share: the rules timed, what can run, timing, rows.
+
+Nothing here imports torch, JAX or optax at import time: each function that
+needs one imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "IMPLEMENTATIONS",
+    "VARIANTS",
+    "Column",
+    "OptaxStep",
+    "Row",
+    "Shape",
+    "Step",
+    "Variant",
+    "add_speedups",
+    "available",
+    "by_shape",
+    "first_call_s",
+    "format_ratio",
+    "jitted_update",
+    "markdown",
+    "markdown_header",
+    "markdown_row",
+    "optax_rmsprop",
+    "optax_steps",
+    "parameter_count",
+    "parameter_sets",
+    "terminal_table",
+    "time_host",
+    "torch_step",
+    "unavailable",
+    "versions",
+]
+
+Shape = list[tuple[int, ...]]  # a model, as its parameters' shapes
+Step = Callable[[], Any]
+Row = dict[str, Any]  # one measurement; JSON-ready
+Update = Callable[[Any, Any, Any], tuple[Any, Any]]  # (params, state, grads) -> (params, state)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A rule to time: its ``torch.optim.RMSprop`` options and the traffic no step can avoid."""
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    # Tensor elements a step must read or write per parameter: read θ, g, v and
+    # write θ, v (5); momentum reads and writes m too (7), centered b (9).
+    accesses: int = 5
+
+    @property
+    def tensors(self) -> int:
+        """Tensors per parameter: θ, g, v (, m) (, b); each is read, all but g written."""
+        return (self.accesses + 1) // 2
+
+    def bytes_per_param(self, element_size: int = 4) -> int:
+        """The fewest bytes a step moves per parameter of ``element_size`` bytes."""
+        return self.accesses * element_size
+
+
+VARIANTS: dict[str, Variant] = {
+    "plain": Variant({}, 5),
+    "momentum": Variant({"momentum": 0.9}, 7),
+    "centered+momentum": Variant({"centered": True, "momentum": 0.9}, 9),
+}
+
+# Timed on every device (the CPU engine adds the NumPy fast path).
+IMPLEMENTATIONS: tuple[str, ...] = (
+    "rmsprop fused",
+    "rmsprop foreach",
+    "torch foreach",
+    "torch for-loop",
+    "torch.compile",
+    "optax jit",
+)
+
+
+def parameter_count(shape: Shape) -> int:
+    """Parameters in a model of these shapes."""
+    return sum(math.prod(s) for s in shape)
+
+
+def unavailable(name: str, device: str) -> str:
+    """Why implementation ``name`` can't be timed on ``device`` ('' when it can)."""
+    if name == "optax jit":
+        try:
+            import jax  # noqa: F401
+            import optax  # noqa: F401
+        except ImportError as error:
+            return f"not installed ({error})"
+    elif name == "rmsprop fused" and device == "cuda":
+        from rmsprop.torch import _triton
+
+        return _triton.unsupported_reason("cuda")
+    elif name in ("rmsprop fused", "numpy fused"):
+        from rmsprop import _fused_cpu
+
+        return _fused_cpu.WHY_UNAVAILABLE
+    return ""
+
+
+def available(names: Iterable[str], device: str) -> tuple[list[str], dict[str, str]]:
+    """The implementations that can be timed on ``device``, and why not for the others."""
+    runnable, skipped = [], {}
+    for name in names:
+        reason = unavailable(name, device)
+        if reason:
+            skipped[name] = reason
+        else:
+            runnable.append(name)
+    return runnable, skipped
+
+
+# Building steps.
+
+
+def parameter_sets(
+    shape: Shape, dtype: torch.dtype, count: int, device: str = "cuda"
+) -> list[list[torch.nn.Parameter]]:
+    """``count`` independent models of this shape, gradients in place (drawn in float32)."""
+    import torch
+
+    sets = []
+    for i in range(count):
+        generator = torch.Generator(device=device).manual_seed(i)
+        params = []
+        for s in shape:
+            p = torch.nn.Parameter(torch.randn(s, generator=generator, device=device).to(dtype))
+            p.grad = (torch.randn(s, generator=generator, device=device) * 1e-2).to(dtype)
+            params.append(p)
+        sets.append(params)
+    return sets
+
+
+def torch_step(name: str, params: list[torch.nn.Parameter], options: Mapping[str, Any]) -> Step:
+    """The step of an eager torch implementation over ``params`` (torch.compile has recipes
+    of its own per engine)."""
+    import torch
+
+    from rmsprop.torch import RMSprop
+
+    if name == "rmsprop fused":
+        return RMSprop(params, fused=True, **options).step
+    if name == "rmsprop foreach":
+        return RMSprop(params, fused=False, foreach=True, **options).step
+    if name == "torch foreach":
+        return torch.optim.RMSprop(params, foreach=True, **options).step
+    if name == "torch for-loop":
+        return torch.optim.RMSprop(params, foreach=False, **options).step
+    raise ValueError(f"not an eager torch implementation: {name!r}")
+
+
+def optax_rmsprop(options: Mapping[str, Any]) -> Any:
+    """``optax.rmsprop`` with torch's rule and defaults (ε outside the root, ρ = 0.99)."""
+    import optax
+
+    return optax.rmsprop(
+        1e-2, decay=0.99, eps=1e-8, eps_in_sqrt=False,
+        centered=options.get("centered", False), momentum=options.get("momentum"),
+    )  # fmt: skip
+
+
+def jitted_update(tx: Any) -> Update:
+    """``(params, state, grads) -> (params, state)`` under ``jax.jit``, updating its inputs'
+    buffers in place, as the other implementations do."""
+    import jax
+    import optax
+
+    def update(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(update, donate_argnums=(0, 1))
+
+
+class OptaxStep:
+    """One optax model: calling it takes a step and waits for it (JAX owns its streams)."""
+
+    def __init__(self, update: Update, params: Any, state: Any, grads: Any) -> None:
+        self.update, self.params, self.state, self.grads = update, params, state, grads
+
+    def __call__(self) -> None:
+        import jax
+
+        self.params, self.state = self.update(self.params, self.state, self.grads)
+        jax.block_until_ready(self.params)  # type: ignore[no-untyped-call]
+
+
+def optax_steps(
+    shape: Shape, options: Mapping[str, Any], dtype: str = "float32", count: int = 1
+) -> list[OptaxStep]:
+    """``count`` independent optax models of this shape, in ``dtype`` (a jax.numpy name)."""
+    import jax
+    import jax.numpy as jnp
+
+    tx = optax_rmsprop(options)
+    update = jitted_update(tx)
+    jax_dtype = getattr(jnp, dtype)
+    steps = []
+    for i in range(count):
+        keys = jax.random.split(jax.random.PRNGKey(i), 2 * len(shape))
+        params = [jax.random.normal(k, s, jax_dtype) for k, s in zip(keys[::2], shape)]
+        grads = [1e-2 * jax.random.normal(k, s, jax_dtype) for k, s in zip(keys[1::2], shape)]
+        steps.append(OptaxStep(update, params, tx.init(params), grads))
+    return steps
+
+
+# Timing.
+
+
+def first_call_s(step: Step, wait: Callable[[], Any] | None = None) -> float:
+    """Seconds one call takes (the first builds state, and compiles what it compiles)."""
+    start = time.perf_counter()
+    step()
+    if wait is not None:
+        wait()
+    return time.perf_counter() - start
+
+
+def time_host(steps: Sequence[Step], repeats: int, warmup: int) -> dict[str, float]:
+    """Host time per call, rotating over ``steps`` after ``warmup`` calls: the median and
+    the mean (what back-to-back calls cost), in milliseconds."""
+    for i in range(warmup):
+        steps[i % len(steps)]()
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        steps[i % len(steps)]()
+        times.append(time.perf_counter() - start)
+    return {"median_ms": statistics.median(times) * 1e3, "wall_ms": sum(times) / repeats * 1e3}
+
+
+# Rows and tables.
+
+
+def add_speedups(group: Sequence[Row], references: Mapping[str, str]) -> None:
+    """Adds ``key: reference's median / the row's median`` to every row of one comparison
+    (None where ``reference`` was not timed)."""
+    median = {row["implementation"]: row["median_ms"] for row in group}
+    for row in group:
+        for key, reference in references.items():
+            row[key] = median[reference] / row["median_ms"] if reference in median else None
+
+
+def by_shape(rows: Iterable[Row]) -> dict[str, list[Row]]:
+    """Rows grouped by model shape, in order of first appearance."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row["shape"], []).append(row)
+    return groups
+
+
+def format_ratio(value: float | None) -> str:
+    """A speed-up as ``1.23×``, or ``—`` when there was nothing to compare with."""
+    return "—" if value is None else f"{value:.2f}×"
+
+
+class Column(NamedTuple):
+    """A table column: its Markdown header, how a row fills it, a shorter terminal header."""
+
+    header: str
+    cell: Callable[[Row], str]
+    short: str = ""
+
+
+def markdown_header(columns: Sequence[Column]) -> list[str]:
+    """A Markdown table's header and rule lines."""
+    return ["| " + " | ".join(c.header for c in columns) + " |", "|" + "---|" * len(columns)]
+
+
+def markdown_row(columns: Sequence[Column], row: Row) -> str:
+    """One Markdown table line."""
+    return "| " + " | ".join(c.cell(row) for c in columns) + " |"
+
+
+def markdown(
+    rows: Iterable[Row], columns: Sequence[Column], details: Callable[[Row], str] | None = None
+) -> str:
+    """A Markdown table per model shape, under its name in bold (and ``details``, if any)."""
+    out = []
+    for group in by_shape(rows).values():
+        about = f" {details(group[0])}" if details else ""
+        out += [f"\n**{group[0]['shape']}**{about}\n", *markdown_header(columns)]
+        out += [markdown_row(columns, row) for row in group]
+    return "\n".join(out)
+
+
+def terminal_table(
+    columns: Sequence[Column], rows: Iterable[Row]
+) -> tuple[list[str], list[list[str]]]:
+    """Headers (the short ones where given) and cells, for a text table."""
+    return [c.short or c.header for c in columns], [[c.cell(r) for c in columns] for r in rows]
+
+
+def versions(packages: Iterable[str]) -> list[str]:
+    """``Python x.y.z`` and ``name version`` for each of ``packages`` installed here."""
+    found = [f"Python {platform.python_version()}"]
+    for name in packages:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{name} {metadata.version(name)}")
+    return found

@@ -1,0 +1,399 @@
+"""The CUDA step benchmark: the fused Triton kernel beside torch, torch.compile and optax.
+
+For each model shape (GPT-2 124M: 148 tensors; a 1.3B GPT: 292 tensors; a
+small DQN-sized network: 1M parameters in 20 tensors), variant (plain,
+momentum, centered+momentum) and parameter dtype (float32, bfloat16; the state
+takes the parameters' dtype, as in torch), `run_cuda` times one optimizer step
+of: this project's fused kernel and foreach path, ``torch.optim.RMSprop``'s
+foreach and for-loop paths, a ``torch.compile``d ``torch.optim.RMSprop`` step,
+and ``optax.rmsprop`` under ``jax.jit`` when jax and optax are installed.
+
+Each row gives the median step time from CUDA events (optax: host time to
+``block_until_ready``, as JAX owns its streams), the wall time per step of
+back-to-back steps (what a host-bound step costs a training loop), the
+bandwidth the minimal byte count implies (20 bytes per float32 parameter, 28
+with momentum, 36 centered with momentum; 2 bytes per access in bfloat16) and
+its ratio to a device-to-device copy measured in the same run. Steps rotate
+over several independent parameter sets until they overflow the L2 cache
+several times, so the cache can't flatter small models. One process, one card:
+quote ratios from one run. `sweep_cuda` times the fused kernel under fixed
+launch settings (to pick one; the kernel never autotunes).
+
+This module is what ``benchmarks/gpu_step.py`` and ``rmsprop bench --device
+cuda`` run. Everything but the timing itself is plain Python:
+
+    >>> from rmsprop.benchmark import cuda
+    >>> cuda.minimal_bytes(cuda.SHAPES["dqn-1m"], "bfloat16", "momentum") == 14 * 1_027_200
+    True
+    >>> cuda.rotation(set_bytes=20 * 2**20, spare_bytes=2**40, l2_bytes=50 * 2**20)
+    10
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from rmsprop.benchmark import _common
+from rmsprop.benchmark._common import VARIANTS, Column, Row, Shape, Step
+
+__all__ = [
+    "COLUMNS",
+    "COMPILE_MAX",
+    "DTYPES",
+    "IMPLEMENTATIONS",
+    "LAUNCH_SETTINGS",
+    "REFERENCES",
+    "SHAPES",
+    "SWEEP_COLUMNS",
+    "VARIANTS",
+    "copy_bandwidth",
+    "environment",
+    "gpt_shapes",
+    "make_row",
+    "make_steps",
+    "markdown",
+    "minimal_bytes",
+    "plan",
+    "rotation",
+    "run_cuda",
+    "sweep_cuda",
+    "time_cuda",
+    "title",
+]
+
+
+def gpt_shapes(layers: int, width: int, vocab: int = 50257, context: int = 1024) -> Shape:
+    """A GPT-2-style model's parameter shapes (tied embeddings, Conv1D layout)."""
+    shapes: Shape = [(vocab, width), (context, width)]
+    for _ in range(layers):
+        shapes += [
+            (width,), (width,),  # ln_1
+            (width, 3 * width), (3 * width,),  # attention in
+            (width, width), (width,),  # attention out
+            (width,), (width,),  # ln_2
+            (width, 4 * width), (4 * width,),  # MLP in
+            (4 * width, width), (width,),  # MLP out
+        ]  # fmt: skip
+    return [*shapes, (width,), (width,)]  # ln_f
+
+
+SHAPES: dict[str, Shape] = {
+    "gpt2-124m": gpt_shapes(12, 768),  # 148 tensors, 124.4M parameters
+    "gpt-1.3b": gpt_shapes(24, 2048, context=2048),  # 292 tensors, 1.316B parameters
+    "dqn-1m": [(320, 320), (320,)] * 10,  # 20 tensors, 1.03M parameters
+}
+DTYPES: dict[str, int] = {"float32": 4, "bfloat16": 2}  # parameter dtype -> bytes per element
+IMPLEMENTATIONS = list(_common.IMPLEMENTATIONS)
+# Row key -> the implementation each row's median is compared with.
+REFERENCES = {
+    "vs_torch_foreach": "torch foreach",
+    "vs_torch_compile": "torch.compile",
+    "vs_optax": "optax jit",
+}
+# torch.compile builds for minutes on the largest models: by default only up to this many.
+COMPILE_MAX = 200_000_000
+# (BLOCK, NUM_WARPS) pairs `sweep_cuda` tries.
+LAUNCH_SETTINGS: tuple[tuple[int, int], ...] = (
+    (1024, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 8), (8192, 16),
+)  # fmt: skip
+_L2_OVERFLOWS = 4  # rotate until the sets span L2 this many times over...
+_MOST_SETS = 16  # ...but over no more than this many sets
+
+
+def minimal_bytes(shape: Shape, dtype: str, variant: str) -> int:
+    """The fewest bytes one step over this model can move."""
+    return VARIANTS[variant].bytes_per_param(DTYPES[dtype]) * _common.parameter_count(shape)
+
+
+def rotation(set_bytes: int, spare_bytes: float, l2_bytes: int) -> int:
+    """Parameter sets to rotate over: enough to overflow L2 four times, as memory allows."""
+    wanted = max(1, math.ceil(_L2_OVERFLOWS * l2_bytes / set_bytes))
+    fits = max(1, int(spare_bytes // (set_bytes * 1.5)))  # foreach paths allocate temporaries
+    return min(wanted, fits, _MOST_SETS)
+
+
+def plan(
+    shapes: Mapping[str, Shape],
+    dtypes: Iterable[str],
+    variants: Iterable[str],
+    implementations: Iterable[str],
+    compile_max: float = COMPILE_MAX,
+) -> list[tuple[str, str, str, list[str]]]:
+    """What `run_cuda` times, in order: (shape, dtype, variant, implementations) per
+    comparison; torch.compile only for models of at most ``compile_max`` parameters."""
+    implementations, dtypes, variants = list(implementations), list(dtypes), list(variants)
+    groups = []
+    for shape_name, shape in shapes.items():
+        small = _common.parameter_count(shape) <= compile_max
+        names = [n for n in implementations if small or n != "torch.compile"]
+        groups += [(shape_name, d, v, names) for d in dtypes for v in variants]
+    return groups
+
+
+def make_steps(
+    name: str, shape: Shape, dtype: str, variant: str, count: int, device: str = "cuda"
+) -> list[Step]:
+    """``count`` independent steps of implementation ``name``, to rotate over."""
+    options = VARIANTS[variant].options
+    if name == "optax jit":
+        return list(_common.optax_steps(shape, options, dtype, count))
+    import torch
+
+    sets = _common.parameter_sets(shape, getattr(torch, dtype), count, device)
+    if name == "torch.compile":
+        # PyTorch's recipe: a tensor lr (no recompiles), the step compiled.
+        optimizers = [
+            torch.optim.RMSprop(params, lr=torch.tensor(0.01), foreach=False, **options)
+            for params in sets
+        ]
+        return [torch.compile(opt.step) for opt in optimizers]
+    return [_common.torch_step(name, params, options) for params in sets]
+
+
+def time_cuda(steps: Sequence[Step], repeats: int, warmup: int) -> dict[str, float]:
+    """CUDA-event timing of ``repeats`` steps, rotating over ``steps``: the median step
+    (median_ms), host time per back-to-back step (wall_ms), and the first call (first_s)."""
+    import torch
+
+    first = _common.first_call_s(steps[0], torch.cuda.synchronize)
+    for i in range(warmup):
+        steps[i % len(steps)]()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    times = _event_times(steps, repeats)
+    wall = (time.perf_counter() - start) / repeats * 1e3
+    return {"median_ms": statistics.median(times), "wall_ms": wall, "first_s": first}
+
+
+def copy_bandwidth(gib: float = 2.0, repeats: int = 20) -> float:
+    """Device-to-device copy, in TB/s counting bytes read plus bytes written."""
+    import torch
+
+    n = int(gib * 2**30) // 4
+    src, dst = torch.randn(n, device="cuda"), torch.empty(n, device="cuda")
+    copy = functools.partial(dst.copy_, src)
+    for _ in range(3):
+        copy()
+    ms = statistics.median(_event_times([copy], repeats))
+    del copy, src, dst
+    torch.cuda.empty_cache()
+    return 2 * n * 4 / ms / 1e9
+
+
+def _event_times(calls: Sequence[Step], repeats: int) -> list[float]:
+    """Milliseconds on the device per call, rotating over ``calls``; waits for the last."""
+    import torch
+
+    event = functools.partial(torch.cuda.Event, enable_timing=True)
+    begin, end = [event() for _ in range(repeats)], [event() for _ in range(repeats)]
+    for i in range(repeats):
+        begin[i].record()
+        calls[i % len(calls)]()
+        end[i].record()
+    torch.cuda.synchronize()
+    return [float(b.elapsed_time(e)) for b, e in zip(begin, end)]
+
+
+def make_row(
+    shape: str, dtype: str, variant: str, implementation: str, timing: Mapping[str, float],
+    copy_tb_s: float, rotated: int = 1,
+) -> Row:  # fmt: skip
+    """One measurement as a row (speed-ups come later, from its comparison's other rows)."""
+    model = SHAPES[shape]
+    least = minimal_bytes(model, dtype, variant)
+    tb_s = least / timing["median_ms"] / 1e9
+    return {
+        "shape": shape, "dtype": dtype, "variant": variant, "implementation": implementation,
+        "params": _common.parameter_count(model), "tensors": len(model), "minimal_bytes": least,
+        "rotation": rotated, **timing, "tb_per_s": tb_s, "of_copy": tb_s / copy_tb_s,
+        "copy_tb_s": copy_tb_s,
+    }  # fmt: skip
+
+
+def run_cuda(
+    shapes: Iterable[str] | None = None,
+    dtypes: Iterable[str] | None = None,
+    variants: Iterable[str] | None = None,
+    implementations: Iterable[str] | None = None,
+    *,
+    steps: int = 50,
+    warmup: int = 5,
+    compile_max: float = COMPILE_MAX,
+    progress: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    each_group: Callable[[list[Row]], None] | None = None,
+) -> list[Row]:
+    """Times every implementation on the first CUDA device; returns one row per measurement.
+
+    ``shapes`` are names in `SHAPES`, ``dtypes`` in `DTYPES`, ``variants`` in
+    `VARIANTS` (default: all of each). Implementations that can't run here
+    are left out, with a ``log`` line saying why; so is torch.compile for
+    models above ``compile_max`` parameters (see `plan`). ``progress`` hears
+    what is about to be timed, ``log`` the copy bandwidth at the start and
+    the end, ``each_group`` every comparison's rows as it ends.
+
+    Each row: shape, dtype, variant, implementation, params, tensors,
+    minimal_bytes, rotation (parameter sets stepped in turn), median_ms,
+    wall_ms, first_s, tb_per_s at the minimal byte count, of_copy (that over
+    copy_tb_s, the copy bandwidth at the start) and the speed-ups over torch
+    foreach, torch.compile and optax (`REFERENCES`; None where not timed).
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("run_cuda times a CUDA device, and torch sees none here")
+    _leave_the_gpu_to_torch()
+    say = log or (lambda line: None)
+    wanted = IMPLEMENTATIONS if implementations is None else implementations
+    names, skipped = _common.available(wanted, "cuda")
+    for name, why in skipped.items():
+        say(f"skipping {name}: {why}")
+    models = {name: SHAPES[name] for name in (SHAPES if shapes is None else shapes)}
+    dtypes = DTYPES if dtypes is None else dtypes
+    variants = VARIANTS if variants is None else variants
+    groups = plan(models, dtypes, variants, names, compile_max)
+    copy_tb_s = copy_bandwidth()
+    say(f"device-to-device copy: {copy_tb_s:.2f} TB/s (read + write)")
+    l2_bytes = torch.cuda.get_device_properties(0).L2_cache_size
+    rows: list[Row] = []
+    with contextlib.ExitStack() as stack:
+        if any("torch.compile" in group[3] for group in groups):
+            import torch._dynamo
+
+            # One compiled step per rotated optimizer: allow that many recompiles.
+            stack.enter_context(torch._dynamo.config.patch(cache_size_limit=64))
+        for shape, dtype, variant, group_names in groups:
+            model = SHAPES[shape]
+            set_bytes = VARIANTS[variant].tensors * DTYPES[dtype] * _common.parameter_count(model)
+            measured = []
+            for name in group_names:
+                torch.cuda.empty_cache()
+                free, _ = torch.cuda.mem_get_info()
+                count = rotation(set_bytes, free, l2_bytes)
+                if progress:
+                    progress(f"{shape} · {dtype} · {variant} · {name} ({count} sets)")
+                built = make_steps(name, model, dtype, variant, count)
+                if name == "optax jit":
+                    first = _common.first_call_s(built[0])
+                    timing = {**_common.time_host(built, steps, warmup), "first_s": first}
+                else:
+                    timing = time_cuda(built, steps, warmup)
+                del built
+                measured.append(make_row(shape, dtype, variant, name, timing, copy_tb_s, count))
+            _common.add_speedups(measured, REFERENCES)
+            rows += measured
+            if each_group:
+                each_group(measured)
+    say(f"device-to-device copy at the end: {copy_bandwidth():.2f} TB/s")
+    return rows
+
+
+def sweep_cuda(
+    shape: str = "gpt2-124m",
+    dtypes: Iterable[str] | None = None,
+    variants: Iterable[str] | None = None,
+    *,
+    steps: int = 50,
+    warmup: int = 5,
+    settings: Iterable[tuple[int, int]] = LAUNCH_SETTINGS,
+    copy_tb_s: float | None = None,
+    on_row: Callable[[Row], None] | None = None,
+) -> list[Row]:
+    """Times the fused kernel under each fixed launch setting (BLOCK, NUM_WARPS) in turn.
+
+    Each row: shape, dtype, variant, block, warps, median_ms, wall_ms,
+    first_s, tb_per_s, of_copy and copy_tb_s (measured here unless given).
+    The kernel's own settings are restored at the end.
+    """
+    import torch
+
+    from rmsprop.torch import _triton
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("sweep_cuda times a CUDA device, and torch sees none here")
+    copy_tb_s = copy_bandwidth() if copy_tb_s is None else copy_tb_s
+    kept = _triton.BLOCK, _triton.NUM_WARPS
+    rows = []
+    try:
+        for dtype in DTYPES if dtypes is None else dtypes:
+            for variant in VARIANTS if variants is None else variants:
+                sets = _common.parameter_sets(SHAPES[shape], getattr(torch, dtype), 1)
+                for block, warps in settings:
+                    _triton.BLOCK, _triton.NUM_WARPS = block, warps
+                    _triton._plans.clear()  # plans keep the block size they were cut with
+                    step = _common.torch_step("rmsprop fused", sets[0], VARIANTS[variant].options)
+                    timing = time_cuda([step], steps, warmup)
+                    row = make_row(shape, dtype, variant, "rmsprop fused", timing, copy_tb_s)
+                    row |= {"block": block, "warps": warps}
+                    rows.append(row)
+                    if on_row:
+                        on_row(row)
+                del sets
+                torch.cuda.empty_cache()
+    finally:
+        _triton.BLOCK, _triton.NUM_WARPS = kept
+        _triton._plans.clear()
+    return rows
+
+
+COLUMNS = (
+    Column("dtype", lambda r: r["dtype"]),
+    Column("variant", lambda r: r["variant"]),
+    Column("implementation", lambda r: r["implementation"]),
+    Column("median ms", lambda r: f"{r['median_ms']:.3f}"),
+    Column("wall ms/step", lambda r: f"{r['wall_ms']:.3f}", "wall ms"),
+    Column("TB/s at minimal bytes", lambda r: f"{r['tb_per_s']:.2f}", "TB/s"),
+    Column("of copy", lambda r: f"{r['of_copy']:.0%}"),
+    Column("× torch foreach", lambda r: _common.format_ratio(r["vs_torch_foreach"]), "× foreach"),
+    Column("× torch.compile", lambda r: _common.format_ratio(r["vs_torch_compile"]), "× compile"),
+    Column("× optax", lambda r: _common.format_ratio(r["vs_optax"])),
+    Column("first step s", lambda r: f"{r['first_s']:.2f}", "first s"),
+)
+SWEEP_COLUMNS = (
+    Column("dtype", lambda r: r["dtype"]),
+    Column("variant", lambda r: r["variant"]),
+    Column("BLOCK", lambda r: str(r["block"])),
+    Column("warps", lambda r: str(r["warps"])),
+    Column("median ms", lambda r: f"{r['median_ms']:.3f}"),
+    Column("TB/s", lambda r: f"{r['tb_per_s']:.2f}"),
+    Column("of copy", lambda r: f"{r['of_copy']:.0%}"),
+)
+
+
+def title(row: Row) -> str:
+    """The heading over a shape's table."""
+    return f"{row['shape']} {_details(row)}"
+
+
+def markdown(rows: Iterable[Row]) -> str:
+    """The rows as a Markdown table per shape."""
+    return _common.markdown(rows, COLUMNS, _details)
+
+
+def _details(row: Row) -> str:
+    return f"({row['params'] / 1e6:.1f}M parameters, {row['tensors']} tensors)"
+
+
+def environment() -> dict[str, str]:
+    """The card, today's date and the versions that matter, for the record of a run."""
+    import torch
+
+    found = _common.versions(["torch", "triton", "rmsprop", "jax", "optax"])
+    found.insert(2, f"CUDA {torch.version.cuda}")  # after Python and torch
+    return {
+        "card": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device",
+        "date": datetime.date.today().isoformat(),
+        "versions": ", ".join(found),
+    }
+
+
+def _leave_the_gpu_to_torch() -> None:
+    # JAX would take most of the GPU when its backend starts: torch shares it.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

@@ -1,0 +1,324 @@
+"""The CUDA step benchmark: its tables, plan, rows and step builders without a GPU; the
+timing itself under the ``gpu`` marker; and benchmarks/gpu_step.py, its script."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import types
+
+import pytest
+
+from rmsprop.benchmark import _common, cuda
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu_step.py"
+TINY = [(64, 3), (5,)]
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+
+
+gpu = pytest.mark.gpu  # registered in pyproject.toml
+needs_cuda = pytest.mark.skipif(not has_cuda(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize(
+    ("shape", "tensors", "params"),
+    [
+        ("gpt2-124m", 148, 124_439_808),  # GPT-2 small, tied embeddings
+        ("gpt-1.3b", 292, 1_315_723_264),
+        ("dqn-1m", 20, 1_027_200),
+    ],
+)
+def test_model_shapes(shape, tensors, params):
+    model = cuda.SHAPES[shape]
+    assert len(model) == tensors
+    assert _common.parameter_count(model) == params
+
+
+def test_gpt_shapes_are_gpt2_s():
+    model = cuda.gpt_shapes(1, 8, vocab=11, context=7)
+    assert model[:2] == [(11, 8), (7, 8)] and model[-2:] == [(8,), (8,)]
+    assert (8, 24) in model and (32, 8) in model and len(model) == 2 + 12 + 2
+
+
+@pytest.mark.parametrize(
+    ("dtype", "variant", "per_param"),
+    [
+        ("float32", "plain", 20),
+        ("float32", "momentum", 28),
+        ("float32", "centered+momentum", 36),
+        ("bfloat16", "plain", 10),
+        ("bfloat16", "momentum", 14),
+        ("bfloat16", "centered+momentum", 18),
+    ],
+)
+def test_minimal_bytes(dtype, variant, per_param):
+    assert cuda.minimal_bytes(cuda.SHAPES["dqn-1m"], dtype, variant) == per_param * 1_027_200
+
+
+def test_rotation_overflows_l2_as_memory_allows():
+    mib = 2**20
+    assert cuda.rotation(20 * mib, 2**40, l2_bytes=50 * mib) == 10  # 4 × 50 MiB / 20 MiB
+    assert cuda.rotation(21 * mib, 2**40, l2_bytes=50 * mib) == 10  # rounded up
+    assert cuda.rotation(mib, 2**40, l2_bytes=50 * mib) == 16  # never more than 16 sets
+    assert cuda.rotation(20 * mib, 90 * mib, l2_bytes=50 * mib) == 3  # 1.5 × 20 MiB each
+    assert cuda.rotation(10 * 2**30, 2**30, l2_bytes=50 * mib) == 1  # at least one
+    assert cuda.rotation(2**30, 2**40, l2_bytes=50 * mib) == 1  # big models need no rotation
+
+
+def test_plan_compiles_only_models_up_to_compile_max():
+    shapes = {name: cuda.SHAPES[name] for name in ("gpt-1.3b", "dqn-1m")}
+    names = ["rmsprop fused", "torch.compile"]
+    groups = cuda.plan(shapes, iter(["float32", "bfloat16"]), iter(["plain"]), iter(names))
+    assert groups == [
+        ("gpt-1.3b", "float32", "plain", ["rmsprop fused"]),
+        ("gpt-1.3b", "bfloat16", "plain", ["rmsprop fused"]),
+        ("dqn-1m", "float32", "plain", names),
+        ("dqn-1m", "bfloat16", "plain", names),
+    ]
+    assert cuda.plan(shapes, ["float32"], ["plain"], names, compile_max=2e9)[0][3] == names
+    assert cuda.plan(shapes, ["float32"], ["plain"], names, compile_max=0)[1][3] == names[:1]
+
+
+def synthetic_rows():
+    """One comparison on dqn-1m (bfloat16, momentum) with made-up timings."""
+    timings = {"rmsprop fused": 0.01, "torch foreach": 0.05, "optax jit": 0.02}
+    rows = [
+        cuda.make_row("dqn-1m", "bfloat16", "momentum", name,
+                      {"median_ms": ms, "wall_ms": 2 * ms, "first_s": 0.5}, 2.0, rotated=3)
+        for name, ms in timings.items()
+    ]  # fmt: skip
+    _common.add_speedups(rows, cuda.REFERENCES)
+    return rows
+
+
+def test_rows_from_timings():
+    fused, torch_foreach, _ = synthetic_rows()
+    assert fused["minimal_bytes"] == 14 * 1_027_200
+    assert fused["params"] == 1_027_200 and fused["tensors"] == 20 and fused["rotation"] == 3
+    assert fused["tb_per_s"] == pytest.approx(14 * 1_027_200 / 0.01e-3 / 1e12)
+    assert fused["of_copy"] == pytest.approx(fused["tb_per_s"] / 2.0)
+    assert fused["copy_tb_s"] == 2.0 and fused["wall_ms"] == 0.02 and fused["first_s"] == 0.5
+    assert fused["vs_torch_foreach"] == pytest.approx(5.0)
+    assert fused["vs_optax"] == pytest.approx(2.0)
+    assert fused["vs_torch_compile"] is None
+    assert torch_foreach["vs_torch_foreach"] == 1.0
+
+
+def test_markdown_and_json_from_timings():
+    rows = synthetic_rows()
+    lines = cuda.markdown(rows).splitlines()
+    assert lines[1] == "**dqn-1m** (1.0M parameters, 20 tensors)"
+    assert lines[3] == (
+        "| dtype | variant | implementation | median ms | wall ms/step | TB/s at minimal bytes "
+        "| of copy | × torch foreach | × torch.compile | × optax | first step s |"
+    )
+    assert lines[5] == (
+        "| bfloat16 | momentum | rmsprop fused | 0.010 | 0.020 | 1.44 | 72% | 5.00× | — | 2.00× "
+        "| 0.50 |"
+    )
+    assert len(lines) == 5 + len(rows)
+    assert json.loads(json.dumps(rows)) == rows
+    headers, _ = _common.terminal_table(cuda.COLUMNS, rows)
+    assert "wall ms" in headers and "× compile" in headers and "first s" in headers
+
+
+def test_sweep_rows_as_markdown():
+    row = {**synthetic_rows()[0], "block": 4096, "warps": 8}
+    line = _common.markdown_row(cuda.SWEEP_COLUMNS, row)
+    assert line == "| bfloat16 | momentum | 4096 | 8 | 0.010 | 1.44 | 72% |"
+    assert (4096, 8) in cuda.LAUNCH_SETTINGS
+
+
+@pytest.mark.parametrize("name", ["rmsprop foreach", "torch foreach", "torch for-loop"])
+def test_step_builders_on_cpu_tensors(name):
+    torch = pytest.importorskip("torch")
+    steps = cuda.make_steps(name, TINY, "bfloat16", "centered+momentum", 2, device="cpu")
+    assert len(steps) == 2
+    params = [group["params"] for group in (s.__self__.param_groups[0] for s in steps)]
+    assert params[0][0] is not params[1][0] and params[0][0].dtype == torch.bfloat16
+    before = [p.detach().clone() for p in params[1]]
+    steps[1]()
+    assert all(not torch.equal(p, b) for p, b in zip(params[1], before))
+
+
+def test_optax_step_builder():
+    pytest.importorskip("optax")
+    import numpy as np
+
+    steps = cuda.make_steps("optax jit", TINY, "float32", "plain", 3)
+    assert len(steps) == 3
+    before = np.array(steps[2].params[0])  # a copy: the step donates its buffers
+    steps[2]()
+    after = np.asarray(steps[2].params[0])
+    assert after.shape == TINY[0] and not np.array_equal(after, before)
+
+
+def test_run_cuda_plans_rotates_and_compares(monkeypatch):
+    """The engine's loop, with the device faked: what is built, how rows are put together."""
+    pytest.importorskip("torch")
+    import torch._dynamo
+
+    from rmsprop.torch import _triton
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2**40, 2**40))
+    l2 = types.SimpleNamespace(L2_cache_size=50 * 2**20)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: l2)
+    monkeypatch.setattr(_triton, "unsupported_reason", lambda device: "")
+    monkeypatch.setitem(sys.modules, "optax", None)  # not installed
+    copies = iter([2.0, 1.5])
+    monkeypatch.setattr(cuda, "copy_bandwidth", lambda: next(copies))
+    built, limits = [], []
+
+    def make_steps(name, model, dtype, variant, count):
+        built.append((len(model), dtype, name, count))
+        return [lambda: None] * count
+
+    def time_cuda(steps, repeats, warmup):
+        limits.append(torch._dynamo.config.cache_size_limit)
+        median = {"rmsprop fused": 1.0, "torch foreach": 4.0, "torch.compile": 2.0}
+        return {"median_ms": median[built[-1][2]], "wall_ms": 9.0, "first_s": 0.5}
+
+    monkeypatch.setattr(cuda, "make_steps", make_steps)
+    monkeypatch.setattr(cuda, "time_cuda", time_cuda)
+    lines, groups = [], []
+    names = ["rmsprop fused", "optax jit", "torch foreach", "torch.compile"]
+    limit = torch._dynamo.config.cache_size_limit
+    rows = cuda.run_cuda(
+        ["dqn-1m", "gpt-1.3b"], ["float32", "bfloat16"], ["plain"], names,
+        log=lines.append, each_group=groups.append,
+    )  # fmt: skip
+    assert lines[0].startswith("skipping optax jit: not installed")
+    assert lines[1:] == [
+        "device-to-device copy: 2.00 TB/s (read + write)",
+        "device-to-device copy at the end: 1.50 TB/s",
+    ]
+    # dqn-1m overflows L2 four times only over 16 sets (at most); gpt-1.3b needs no rotation,
+    # and is too big for torch.compile.
+    assert built == [
+        (20, "float32", "rmsprop fused", 16), (20, "float32", "torch foreach", 16),
+        (20, "float32", "torch.compile", 16),
+        (20, "bfloat16", "rmsprop fused", 16), (20, "bfloat16", "torch foreach", 16),
+        (20, "bfloat16", "torch.compile", 16),
+        (292, "float32", "rmsprop fused", 1), (292, "float32", "torch foreach", 1),
+        (292, "bfloat16", "rmsprop fused", 1), (292, "bfloat16", "torch foreach", 1),
+    ]  # fmt: skip
+    assert limits == [64] * 10 and torch._dynamo.config.cache_size_limit == limit
+    assert [len(group) for group in groups] == [3, 3, 2, 2]
+    assert [row for group in groups for row in group] == rows
+    fused = rows[0]
+    assert fused["vs_torch_foreach"] == 4.0 and fused["vs_torch_compile"] == 2.0
+    assert fused["vs_optax"] is None and fused["rotation"] == 16 and fused["copy_tb_s"] == 2.0
+    assert rows[-2]["vs_torch_compile"] is None and rows[-2]["shape"] == "gpt-1.3b"
+    assert rows[-1]["of_copy"] == pytest.approx(10 * 1_315_723_264 / 4e-3 / 1e12 / 2.0)
+
+
+@pytest.mark.skipif(has_cuda(), reason="the error under test is for machines without a GPU")
+def test_the_engine_refuses_without_cuda():
+    pytest.importorskip("torch")
+    with pytest.raises(RuntimeError, match="torch sees none"):
+        cuda.run_cuda(["dqn-1m"])
+    with pytest.raises(RuntimeError, match="torch sees none"):
+        cuda.sweep_cuda("dqn-1m")
+
+
+def test_environment_names_the_card_date_and_versions():
+    pytest.importorskip("torch")
+    about = cuda.environment()
+    assert set(about) == {"card", "date", "versions"}
+    assert about["card"] if has_cuda() else about["card"] == "no CUDA device"
+    assert len(about["date"]) == 10 and about["date"][4] == "-"
+    parts = about["versions"].split(", ")
+    assert parts[0].startswith("Python") and parts[1].startswith("torch ")
+    assert parts[2].startswith("CUDA ")
+
+
+# The script.
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_script_keeps_its_flags():
+    out = run_script("--help")
+    assert out.returncode == 0, out.stderr
+    for flag in ("--shapes", "--dtypes", "--variants", "--implementations", "--steps",
+                 "--warmup", "--no-compile", "--compile-max", "--sweep", "--print-each",
+                 "--json"):  # fmt: skip
+        assert flag in out.stdout
+    assert "gpt2-124m" in out.stdout and "bfloat16" in out.stdout
+
+
+def test_script_rejects_an_unknown_shape():
+    out = run_script("--shapes", "gpt-175b")
+    assert out.returncode == 2 and "invalid choice: 'gpt-175b'" in out.stderr
+
+
+@pytest.mark.skipif(has_cuda(), reason="the message under test is for machines without a GPU")
+def test_script_without_cuda_is_one_clear_line():
+    pytest.importorskip("torch")
+    out = run_script("--shapes", "dqn-1m", "--no-compile")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "needs a CUDA GPU" in out.stderr and "benchmarks/cpu_step.py" in out.stderr
+
+
+# On a GPU.
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    monkeypatch.setitem(cuda.SHAPES, "tiny", [(4096, 3), (7,)])
+    return "tiny"
+
+
+@gpu
+@needs_cuda
+def test_run_cuda_times_every_comparison(tiny_model):
+    lines, groups = [], []
+    rows = cuda.run_cuda(
+        [tiny_model], ["float32", "bfloat16"], ["plain", "momentum"],
+        ["rmsprop fused", "torch foreach", "torch for-loop"], steps=3, warmup=1,
+        log=lines.append, each_group=groups.append,
+    )  # fmt: skip
+    assert len(rows) == 12 and len(groups) == 4
+    assert lines[0].startswith("device-to-device copy: ")
+    assert lines[-1].startswith("device-to-device copy at the end: ")
+    for row in rows:
+        assert row["median_ms"] > 0 and row["tb_per_s"] > 0 and row["rotation"] >= 1
+        assert row["vs_torch_compile"] is None and row["vs_torch_foreach"] > 0
+
+
+@gpu
+@needs_cuda
+def test_sweep_restores_the_launch_settings(tiny_model):
+    from rmsprop.torch import _triton
+
+    kept = _triton.BLOCK, _triton.NUM_WARPS
+    seen = []
+    rows = cuda.sweep_cuda(
+        tiny_model, ["float32"], ["plain"], steps=3, warmup=1,
+        settings=[(1024, 4), (8192, 16)], on_row=seen.append,
+    )  # fmt: skip
+    assert [(r["block"], r["warps"]) for r in rows] == [(1024, 4), (8192, 16)] and seen == rows
+    assert kept == (_triton.BLOCK, _triton.NUM_WARPS)
+
+
+@gpu
+@needs_cuda
+def test_copy_bandwidth_is_plausible():
+    assert 0.05 < cuda.copy_bandwidth(gib=0.25, repeats=5) < 100  # TB/s
