@@ -332,6 +332,20 @@ def test_layouts_alignments_and_dtypes_the_kernel_cannot_take(device):
 
 
 @interpreted_or_cuda
+def test_a_gradient_of_another_shape_is_never_read_by_the_kernel(device):
+    # Through the functional API nothing checks shapes first: the kernel reads
+    # as many elements as θ has, so a shorter gradient must go to foreach, which refuses it.
+    p = torch.zeros(2 * BLOCK, device=device)
+    short = torch.ones(BLOCK, device=device)
+    lists = [[p], [short], [torch.zeros_like(p)], [], [], [torch.zeros((), device=device)]]
+    hyper = config_kwargs(Config())
+    del hyper["initial_square_avg"]  # only the state's creation reads it
+    with pytest.raises(RuntimeError, match="size"):
+        rmsprop(*lists, foreach=False, fused=True, **hyper)
+    assert last_plan().rest == [0] and not last_plan().launches
+
+
+@interpreted_or_cuda
 def test_step_counts_with_many_blocks_and_skipped_parameters(device):
     params = [torch.nn.Parameter(torch.randn(n, device=device)) for n in (3 * BLOCK + 1, 1, 0)]
     opt = RMSprop(params, fused=True, bias_correction=True)

@@ -636,7 +636,9 @@ def _real_dtype(t: Tensor) -> torch.dtype:
 
 
 def _same_dense_layout(p: Tensor, others: list[Tensor]) -> bool:
-    """p fills its memory without gaps or overlaps, and the others are laid out as p is."""
+    """p fills its memory without gaps or overlaps, and the others have p's shape and layout."""
+    if any(t.shape != p.shape for t in others):
+        return False  # the kernel reads as many elements of each as p has
     if p.is_contiguous() and all(t.is_contiguous() for t in others):
         return True
     if any(t.stride() != p.stride() for t in others):
