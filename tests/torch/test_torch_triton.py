@@ -385,6 +385,58 @@ def test_tables_follow_moved_gradients_and_replaced_state(device):
 
 
 @interpreted_or_cuda
+def test_a_graph_plan_shares_the_warm_up_plans_block_tables(device, monkeypatch):
+    # What a CUDA-graph capture does (checked on a GPU below): fresh tables for
+    # the graph, sharing the eager plan's block tables and pinned copies.
+    built = []
+    eager_plan_for = fused_triton._plan_for
+
+    def plan_like_a_capture(*lists):
+        eager = eager_plan_for(*lists)
+        plan = fused_triton._build_plan(*lists, like=eager)
+        for old, new in zip(eager.launches, plan.launches, strict=True):
+            assert new.blocks is old.blocks and new.host_blocks is old.host_blocks
+            assert new.tables is not old.tables and new.tickets is not old.tickets
+            assert torch.equal(new.host_tables, old.host_tables)
+        built.append(plan)
+        return plan
+
+    results = []
+    for capture in (False, True):
+        params = make_params(device, torch.float32, extra=False)
+        opt = RMSprop(params, momentum=0.9, centered=True, bias_correction=True, fused=True)
+        for step in range(3):
+            if capture and step == 1:
+                monkeypatch.setattr(fused_triton, "_plan_for", plan_like_a_capture)
+            generator = torch.Generator().manual_seed(step)
+            for p in params:
+                p.grad = draw(p.shape, p.dtype, generator).to(device)
+            opt.step()
+        monkeypatch.undo()
+        results.append(params)
+    assert_close(*results, rtol=0, atol=0)
+    assert len(built) == 2 and all(plan.launches for plan in built)
+
+
+@interpreted_or_cuda
+@pytest.mark.parametrize("centered", [False, True])
+def test_zero_decay_with_bias_correction(device, centered):
+    # ρ = 0: the averages are the last gradient, and the correction 1/(1 - 0ᵗ) is 1.
+    results = []
+    for path in (FUSED, LOOP):
+        params = make_params(device, torch.float32, extra=False)
+        train(params, {**path, "alpha": 0.0, "bias_correction": True, "centered": centered}, 3)
+        results.append(params)
+    start = make_params(device, torch.float32, extra=False)
+    for p, s in zip(results[0], start):
+        assert torch.isfinite(p).all() and (p.numel() == 0 or not torch.equal(p, s))
+    if not centered:
+        assert_close(*results, **FLOAT32)
+    # Centered, v - m² = g² - g·g is 0 or a rounding error of g², then divided by
+    # ε: the paths may differ wildly there, and only finiteness is meaningful.
+
+
+@interpreted_or_cuda
 def test_autograd_sees_the_parameters_change(device):
     p = torch.nn.Parameter(torch.randn(4, device=device))
     p.grad = torch.randn_like(p)
@@ -466,9 +518,9 @@ def test_a_grad_scaler_trains_identically_and_skips_overflowing_steps(device):
 
 @interpreted_or_cuda
 def test_a_tensor_lr_on_the_device_follows_a_scheduler(device):
-    def run(lr):
+    def run(lr, capturable=True):
         params = make_params(device, torch.float32, extra=False)
-        opt = RMSprop(params, lr=lr, fused=True, capturable=True, momentum=0.9)
+        opt = RMSprop(params, lr=lr, fused=True, capturable=capturable, momentum=0.9)
         scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
         for step in range(3):
             generator = torch.Generator().manual_seed(step)
@@ -482,6 +534,11 @@ def test_a_tensor_lr_on_the_device_follows_a_scheduler(device):
     assert opt.param_groups[0]["lr"].device == torch.device(device)
     floats, _ = run(0.01)
     assert_close(on_device, floats, **FLOAT32)
+    # Not capturable: the kernel still reads a tensor lr where it lies, without a sync.
+    not_captured, _ = run(torch.tensor(0.01, device=device), capturable=False)
+    assert_close(not_captured, floats, **FLOAT32)
+    on_the_host, _ = run(torch.tensor(0.01), capturable=False)
+    assert_close(on_the_host, floats, **FLOAT32)
 
 
 @interpreted_or_cuda
@@ -627,6 +684,8 @@ def test_the_kernel_compiles_for_hopper_with_16_byte_accesses(switches):
     ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
     assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx  # full blocks: 16 bytes
     assert ".local" not in ptx  # no register spills
+    # Every warp has read the step count before the ticket's release publishes that.
+    assert "bar.sync" in ptx[: ptx.index("atom.")]
     assert "ex2.approx" not in ptx  # bias correction's power in float64, not approximated
 
 

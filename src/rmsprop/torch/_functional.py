@@ -85,9 +85,10 @@ def rmsprop(
     ``stochastic_rounding`` rounds bfloat16 parameters stochastically (the
     fused Triton kernel only).
     """
-    if isinstance(lr, Tensor) and not capturable:
+    if isinstance(lr, Tensor) and not capturable and not fused:
         # Reading a CPU scalar once per step is cheap; a device-resident lr is
-        # only kept on the device where the caller asked for capturable steps.
+        # only kept on the device where the caller asked for capturable steps
+        # (the fused kernels take it as it is: the Triton kernel reads it there).
         lr = lr.item()
     hyper = Hyper(
         lr, decay, eps, eps_in_sqrt, centered, momentum, nesterov, lr_in_momentum,

@@ -73,6 +73,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, cast
 
 import numpy as np
@@ -364,6 +365,8 @@ if AVAILABLE:
             # ticket (acquire-release); the one holding the last ticket writes
             # the new count and resets the tickets for the next step.
             blocks = tl.maximum((numel + BLOCK - 1) // BLOCK, 1)
+            # Every warp has read the count before one thread's release publishes that.
+            tl.debug_barrier()
             ticket = tl.atomic_add(tickets + tensor, 1)
             if ticket == blocks - 1:
                 tl.store(step_ptr, step)
@@ -407,24 +410,48 @@ class _Launch:
     ``indices`` are the group's positions in the step's tensor lists;
     ``columns`` the address table on the host: per tensor, the addresses of θ,
     g, v, m, b and the step count, and the element count (complex tensors
-    count their reals).
+    count their reals). ``like``, when given, is a launch over the same
+    tensors whose block table (it depends only on their sizes) this one shares.
+
+    The pinned host copies the device tables were uploaded from are kept and
+    never written: a CUDA graph replays the upload from them.
     """
 
-    def __init__(self, indices: list[int], key: tuple[Any, ...], columns: list[list[int]]) -> None:
+    n_blocks: int
+    host_blocks: Tensor
+    blocks: Tensor
+
+    def __init__(
+        self,
+        indices: list[int],
+        key: tuple[Any, ...],
+        columns: list[list[int]],
+        like: _Launch | None = None,
+    ) -> None:
         self.indices = indices
         self.device, self.param_dtype, self.grad_dtype, self.state_dtype, self.step_dtype = key
         self.columns = columns
         self.block = BLOCK  # the tables below are cut in blocks of this size
-        counts = [max(1, -(-n // self.block)) for n in columns[_NUMEL]]
         self.n_tensors = len(indices)
-        self.n_blocks = sum(counts)
-        tensor_of_block = torch.arange(self.n_tensors).repeat_interleave(torch.tensor(counts))
-        first_block = torch.tensor([0, *counts[:-1]]).cumsum(0)
-        chunk_of_block = torch.arange(self.n_blocks) - first_block[tensor_of_block]
-        self.tables = _upload(torch.tensor(columns, dtype=torch.int64), self.device)
-        blocks = torch.stack([tensor_of_block, chunk_of_block]).to(torch.int32)
-        self.blocks = _upload(blocks, self.device)
-        self.tickets = torch.zeros(self.n_tensors, dtype=torch.int32, device=self.device)
+        if like is not None:
+            self.n_blocks, self.host_blocks, self.blocks = (
+                like.n_blocks,
+                like.host_blocks,
+                like.blocks,
+            )
+        else:
+            counts = [max(1, -(-n // self.block)) for n in columns[_NUMEL]]
+            self.n_blocks = sum(counts)
+            tensor_of_block = torch.arange(self.n_tensors).repeat_interleave(torch.tensor(counts))
+            first_block = torch.tensor([0, *counts[:-1]]).cumsum(0)
+            chunk_of_block = torch.arange(self.n_blocks) - first_block[tensor_of_block]
+            blocks = torch.stack([tensor_of_block, chunk_of_block]).to(torch.int32)
+            self.host_blocks = _pinned(blocks, self.device)
+            self.blocks = _upload(self.host_blocks, self.device)
+        self.block_tensor, self.block_chunk = self.blocks[0], self.blocks[1]
+        self.host_tables = _pinned(torch.tensor(columns, dtype=torch.int64), self.device)
+        self.tables = _upload(self.host_tables, self.device)
+        self.tickets = _allocate_zeros(self.n_tensors, torch.int32, self.device)
         self.aligned = _aligned(columns)
 
     def refresh_grads(
@@ -441,22 +468,61 @@ class _Launch:
             if g.is_complex() != p.is_complex() or not _same_dense_layout(p, [g]):
                 return False
         self.columns[_GRAD] = new
-        row = _pinned(torch.tensor(new, dtype=torch.int64), self.device)
-        self.tables[_GRAD].copy_(row, non_blocking=True)
-        self.aligned = _aligned(self.columns)
+        # A new host table rather than a write into the old one, which a copy may still read.
+        self.host_tables = _pinned(torch.tensor(self.columns, dtype=torch.int64), self.device)
+        self.tables.copy_(self.host_tables, non_blocking=True)
+        self.aligned = self.aligned and all(address % 16 == 0 for address in new)
+        if not self.aligned:
+            self.aligned = _aligned(self.columns)
         return True
 
 
 def _pinned(values: Tensor, device: torch.device) -> Tensor:
-    # Pinned, so the copy is asynchronous and may be captured in a CUDA graph
-    # (PyTorch never recycles pinned memory that a captured copy reads).
+    # Pinned, so the copy is asynchronous and may be captured in a CUDA graph.
     return values.pin_memory() if device.type == "cuda" else values
 
 
-def _upload(values: Tensor, device: torch.device) -> Tensor:
-    if device.type != "cuda":
-        return values.to(device)
-    return _pinned(values, device).to(device, non_blocking=True)
+def _upload(host: Tensor, device: torch.device) -> Tensor:
+    """A device copy of a (pinned) host tensor, in memory no CUDA-graph pool owns."""
+    out = _allocate(host.shape, host.dtype, device)
+    out.copy_(host, non_blocking=True)
+    return out
+
+
+def _allocate_zeros(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    out = _allocate((n,), dtype, device)
+    out.zero_()
+    return out
+
+
+def _allocate(shape: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Device memory for the cached tables, kept out of the pools of CUDA graphs.
+
+    torch.compile's CUDA graphs (mode="reduce-overhead") warm up with every
+    allocation of the current stream drawn from their private pool, which they
+    later reclaim, whoever still holds it. Tables that outlive the call come
+    from a side stream's ordinary memory instead; the current stream, which
+    reads them, is recorded so the memory is not reused before it is done.
+    While a graph is being captured, the graph's own pool is the right place:
+    the tables are then part of that graph.
+    """
+    if device.type != "cuda" or torch.cuda.is_current_stream_capturing():
+        return torch.empty(shape, dtype=dtype, device=device)
+    user = torch.cuda.current_stream(device)
+    with torch.cuda.stream(_side_stream(device)):
+        out = torch.empty(shape, dtype=dtype, device=device)
+    out.record_stream(user)
+    return out
+
+
+_side_streams: dict[torch.device, Any] = {}
+
+
+def _side_stream(device: torch.device) -> Any:
+    stream = _side_streams.get(device)
+    if stream is None:
+        stream = _side_streams[device] = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+    return stream
 
 
 def _aligned(columns: list[list[int]]) -> bool:
@@ -481,8 +547,9 @@ class _Plan:
 
 
 # Plans of eager steps, keyed by the sizes and addresses of the parameters and their state.
-_plans: OrderedDict[tuple[int, ...], _Plan] = OrderedDict()
+_plans: OrderedDict[tuple[Any, ...], _Plan] = OrderedDict()
 _PLANS_KEPT = 16
+_dtype = attrgetter("dtype")
 # Plans built while a CUDA graph was captured: the graph reads their tables at every replay.
 _graph_plans: list[_Plan] = []
 
@@ -519,15 +586,18 @@ def fused_rmsprop(
             lr_value, lr_tensor, *hyper[1:], grad_scale, found_inf, stochastic_rounding,
         )  # fmt: skip
         return
+    lr = hyper.lr
+    if isinstance(lr, Tensor) and lr.device != params[0].device:
+        hyper = hyper._replace(lr=lr.item())  # the kernel reads lr on the parameters' device
     centered, momentum = hyper.centered, hyper.momentum
     m = grad_avgs if centered else []
     b = momentum_buffers if momentum > 0 else []
     plan = _plan_for(params, grads, square_avgs, m, b, state_steps)
     for launch in plan.launches:
         _launch(launch, hyper, grad_scale, found_inf, stochastic_rounding)
-    # The kernel writes behind autograd's back: tell it, as an in-place op would.
-    written = [*params, *square_avgs, *m, *b, *state_steps]
-    torch.autograd.graph.increment_version(written + (grads if grad_scale is not None else []))
+    # The kernel writes behind autograd's back: tell it, as an in-place op would, for
+    # the tensors a graph may have saved (state never enters one).
+    torch.autograd.graph.increment_version(params + grads if grad_scale is not None else params)
     if plan.rest:
         _foreach_rest(
             plan.rest, params, grads, square_avgs, m, b, state_steps, hyper, grad_scale, found_inf
@@ -543,11 +613,13 @@ def _plan_for(
     state_steps: list[Tensor],
 ) -> _Plan:
     """The cached plan for these tensors, its gradient rows updated; built when new."""
-    # Sizes too: a new tensor may reuse a freed one's address.
+    # Sizes and dtypes too: a new tensor may reuse a freed one's address.
     key = (
         len(grad_avgs),
         len(momentum_buffers),
         *map(Tensor.numel, params),
+        *map(_dtype, params),
+        *map(_dtype, square_avgs),
         *map(Tensor.data_ptr, params),
         *map(Tensor.data_ptr, square_avgs),
         *map(Tensor.data_ptr, grad_avgs),
@@ -555,12 +627,16 @@ def _plan_for(
         *map(Tensor.data_ptr, state_steps),
     )
     grad_addresses = list(map(Tensor.data_ptr, grads))
+    cached = _plans.get(key)
     if params[0].is_cuda and torch.cuda.is_current_stream_capturing():
-        # Fresh tables the graph owns: eager steps may move the cached ones' gradient rows.
-        plan = _build_plan(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
+        # Tables the graph owns (eager steps may move the cached ones' gradient rows),
+        # from the warm-up's pinned copies where they match: nothing is pinned mid-capture.
+        like = cached if cached is not None and cached.grads == grad_addresses else None
+        plan = _build_plan(
+            params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps, like
+        )
         _graph_plans.append(plan)
         return plan
-    cached = _plans.get(key)
     if cached is not None and (
         cached.grads == grad_addresses or cached.follow_grads(params, grads, grad_addresses)
     ):
@@ -580,7 +656,10 @@ def _build_plan(
     grad_avgs: list[Tensor],
     momentum_buffers: list[Tensor],
     state_steps: list[Tensor],
+    like: _Plan | None = None,
 ) -> _Plan:
+    """Groups the tensors into launches; with ``like``, an eager plan of the same tensors,
+    reusing its host tables and block tables wherever they match."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     rest = []
     for i, p in enumerate(params):
@@ -605,7 +684,8 @@ def _build_plan(
                 columns[_BUFFER][column] = momentum_buffers[i].data_ptr()
             columns[_STEP][column] = state_steps[i].data_ptr()
             columns[_NUMEL][column] = params[i].numel() * (2 if params[i].is_complex() else 1)
-        launches.append(_Launch(indices, key, columns))
+        same = [old for old in (like.launches if like else []) if old.indices == indices]
+        launches.append(_Launch(indices, key, columns, same[0] if same else None))
     return _Plan(launches, rest, list(map(Tensor.data_ptr, grads)))
 
 
@@ -673,14 +753,18 @@ def _launch(
         found_inf = found_inf.to(device, torch.float32, non_blocking=True)
     decay, weight_decay = hyper.decay, hyper.weight_decay
     # log2(ρ) in float64, passed as two float32 halves (kernel scalars are float32).
-    log2_decay = math.log2(decay) if 0 < decay < 1 else 0.0
-    log2_decay_high = float(np.float32(log2_decay))
+    if decay > 0:
+        log2_decay = math.log2(decay)
+        log2_decay_high = float(np.float32(log2_decay))
+        log2_decay_low = log2_decay - log2_decay_high
+    else:  # ρᵗ = 0, so the correction is 1: exp2(-inf) = 0
+        log2_decay_high, log2_decay_low = -math.inf, 0.0
     decay_form = 0 if weight_decay == 0 else 2 if hyper.decoupled_weight_decay else 1
     with _CurrentDevice(device):
         _rmsprop_kernel[(launch.n_blocks,)](
             launch.tables,
-            launch.blocks[0],
-            launch.blocks[1],
+            launch.block_tensor,
+            launch.block_chunk,
             launch.tickets,
             launch.n_tensors,
             lr_ptr,
@@ -694,7 +778,7 @@ def _launch(
             hyper.momentum,
             weight_decay,
             log2_decay_high,
-            log2_decay - log2_decay_high,
+            log2_decay_low,
             PARAM=_TL_DTYPES[launch.param_dtype],
             GRAD=_TL_DTYPES[launch.grad_dtype],
             STATE=_TL_DTYPES[launch.state_dtype],
