@@ -101,7 +101,7 @@ REFERENCES = {
 COMPILE_MAX = 200_000_000
 # (BLOCK, NUM_WARPS) pairs `sweep_cuda` tries.
 LAUNCH_SETTINGS: tuple[tuple[int, int], ...] = (
-    (1024, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 8), (8192, 16),
+    (1024, 4), (2048, 4), (2048, 8), (4096, 4), (4096, 8), (8192, 8), (8192, 16),
 )  # fmt: skip
 _L2_OVERFLOWS = 4  # rotate until the sets span L2 this many times over...
 _MOST_SETS = 16  # ...but over no more than this many sets

@@ -143,6 +143,7 @@ def _plan_for(
         *map(Tensor.data_ptr, params),
         *map(Tensor.numel, params),
         *map(_dtype, params),
+        *map(_dtype, square_avgs),
         *map(Tensor.is_contiguous, params),
         *map(Tensor.data_ptr, square_avgs),
         *map(Tensor.data_ptr, grad_avgs),
