@@ -1,0 +1,102 @@
+"""Where the fused CPU step's time goes at a small size: each thread's share, and the hand-off.
+
+Usage:
+    python benchmarks/cpu_threads.py            # the DQN network's shapes, float32, plain rule
+
+Times, on one address table of the DQN network's tensors (1.7M parameters in
+10 tensors): the whole step on one thread; on two threads through the fused
+path's thread pool; one thread's share alone; the pool's round trip with
+almost no work (what handing work to the second thread costs); and, for
+comparison, the same kernel spread by a Numba ``prange`` loop, whose threads
+(OpenMP where available) spin waiting for work. Medians of interleaved
+rounds, one process: quote ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import numba
+import numpy as np
+
+from rmsprop import Config, _fused_cpu
+from rmsprop.benchmark import DQN_NATURE
+
+
+def table_of(numels: list[int]) -> tuple[_fused_cpu.Table, list[np.ndarray]]:
+    """A plain-rule table over fresh float32 arrays (kept alive by the returned list)."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(n).astype(np.float32) for n in numels for _ in range(3)]
+    table = _fused_cpu.Table(np.float32, numels)
+    for row in range(3):
+        table.addresses[row] = [a.ctypes.data for a in arrays[row::3]]
+    table.set_coefficients(_fused_cpu.coefficients(Config(lr=1e-3), 1))
+    return table, arrays
+
+
+def median_ms(step: Callable[[], object], steps: int) -> float:
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    numels = [int(np.prod(shape)) for shape in DQN_NATURE]
+    table, _keep = table_of(numels)
+    tiny, _keep_tiny = table_of([64, 64])
+    shares = table.shares(2)
+
+    @numba.njit(parallel=True, nogil=True)
+    def spread(addresses, pieces, c):  # type: ignore[no-untyped-def]
+        for i in numba.prange(len(pieces)):
+            _fused_cpu._table_kernel(addresses, pieces[i], c, None, None)
+
+    typed_shares = numba.typed.List(shares)
+    # prange's unsigned index into the typed list: harmless here.
+    warnings.filterwarnings("ignore", category=numba.NumbaTypeSafetyWarning)
+    cases: dict[str, Callable[[], object]] = {
+        "one thread, whole step": lambda: _fused_cpu._table_kernel(
+            table.addresses, table.shares(1)[0], table.coefficients, None, None
+        ),
+        "one thread's share alone": lambda: _fused_cpu._table_kernel(
+            table.addresses, shares[0], table.coefficients, None, None
+        ),
+        "two threads, thread pool": lambda: _fused_cpu.run((), [table]),
+        "pool round trip, no work": lambda: _fused_cpu.run((), [tiny]),
+        "two threads, numba prange": lambda: spread(
+            table.addresses, typed_shares, table.coefficients
+        ),
+    }
+    _fused_cpu.num_threads = lambda: 2  # type: ignore[assignment]
+    serial_below = _fused_cpu.SERIAL_BELOW
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    for step in cases.values():  # warm up, and compile `spread`
+        step()
+    for _ in range(args.rounds):
+        for name, step in cases.items():
+            # The no-work case is split over two threads however small it is.
+            _fused_cpu.SERIAL_BELOW = 0 if name.startswith("pool") else serial_below
+            results[name].append(median_ms(step, args.steps))
+    _fused_cpu.SERIAL_BELOW = serial_below
+
+    print(f"DQN shapes, {sum(numels) / 1e6:.2f}M float32 parameters in {len(numels)} tensors; "
+          f"numba {numba.__version__}, threading layer {numba.threading_layer()}")  # fmt: skip
+    print("\n| what | median ms |\n|---|---|")
+    for name, values in results.items():
+        print(f"| {name} | {statistics.median(values):.3f} |")
+
+
+if __name__ == "__main__":
+    main()

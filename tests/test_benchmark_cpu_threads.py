@@ -1,0 +1,28 @@
+"""benchmarks/cpu_threads.py, behind BENCHMARKS.md's thread hand-off table, still runs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("numba", reason="the fused CPU kernel needs the fast extra (numba)")
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "cpu_threads.py"
+
+
+def test_the_script_prints_every_row():
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--steps", "2", "--rounds", "1"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ")][1:]
+    names = [row.split("|")[1].strip() for row in rows]
+    assert names == [
+        "one thread, whole step",
+        "one thread's share alone",
+        "two threads, thread pool",
+        "pool round trip, no work",
+        "two threads, numba prange",
+    ]
+    assert all(float(row.split("|")[2]) > 0 for row in rows)
