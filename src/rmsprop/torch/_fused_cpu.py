@@ -12,7 +12,6 @@ the same rule.
 from __future__ import annotations
 
 from collections import OrderedDict
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from rmsprop import _fused_cpu
 from rmsprop.torch._functional import Hyper, _single_tensor_rmsprop, _view_as_real
+from rmsprop.torch._plans import cached_plan, identity
 
 # Real dtypes whose memory the kernel updates directly, and its dtype for them.
 _DIRECT = {torch.float32: np.float32, torch.float64: np.float64}
@@ -56,7 +56,10 @@ def _fused_cpu_rmsprop(
     hyper = hyper._replace(lr=float(hyper.lr))
     m = grad_avgs if hyper.centered else []
     b = momentum_buffers if hyper.momentum > 0 else []
-    plan = _plan_for(params, grads, square_avgs, m, b)
+    key = identity(params, square_avgs, m, b, state_steps)
+    plan = cached_plan(
+        _plans, key, params, grads, lambda: _build_plan(params, grads, square_avgs, m, b)
+    )
 
     counted = [state_steps[i] for i in plan.counted]
     if counted:
@@ -122,45 +125,8 @@ class _Plan:
         return True
 
 
-# Plans keyed by the identity and layout of the parameters and their state.
+# Plans keyed by the identity of the parameters and their state.
 _plans: OrderedDict[tuple[Any, ...], _Plan] = OrderedDict()
-_PLANS_KEPT = 16
-_dtype = attrgetter("dtype")
-
-
-def _plan_for(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-) -> _Plan:
-    """The cached plan for these tensors, following moved gradients; built when new."""
-    # Sizes, dtypes and layouts too: a new tensor may reuse a freed one's address.
-    key = (
-        len(grad_avgs),
-        len(momentum_buffers),
-        *map(Tensor.data_ptr, params),
-        *map(Tensor.numel, params),
-        *map(_dtype, params),
-        *map(_dtype, square_avgs),
-        *map(Tensor.is_contiguous, params),
-        *map(Tensor.data_ptr, square_avgs),
-        *map(Tensor.data_ptr, grad_avgs),
-        *map(Tensor.data_ptr, momentum_buffers),
-    )
-    addresses = list(map(Tensor.data_ptr, grads))
-    plan = _plans.get(key)
-    if plan is not None and (
-        plan.grads == addresses or plan.follow_grads(params, grads, addresses)
-    ):
-        _plans.move_to_end(key)
-        return plan
-    plan = _build_plan(params, grads, square_avgs, grad_avgs, momentum_buffers)
-    _plans[key] = plan
-    while len(_plans) > _PLANS_KEPT:
-        _plans.popitem(last=False)
-    return plan
 
 
 def _build_plan(

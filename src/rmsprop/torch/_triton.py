@@ -73,7 +73,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from operator import attrgetter
 from typing import Any, cast
 
 import numpy as np
@@ -81,6 +80,7 @@ import torch
 from torch import Tensor
 
 from rmsprop.torch._functional import Hyper, _multi_tensor_rmsprop, unscale_or_skip
+from rmsprop.torch._plans import cached_plan, identity
 
 try:
     import triton  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -548,8 +548,7 @@ class _Plan:
 
 # Plans of eager steps, keyed by the sizes and addresses of the parameters and their state.
 _plans: OrderedDict[tuple[Any, ...], _Plan] = OrderedDict()
-_PLANS_KEPT = 16
-_dtype = attrgetter("dtype")
+
 # Plans built while a CUDA graph was captured: the graph reads their tables at every replay.
 _graph_plans: list[_Plan] = []
 
@@ -613,40 +612,17 @@ def _plan_for(
     state_steps: list[Tensor],
 ) -> _Plan:
     """The cached plan for these tensors, its gradient rows updated; built when new."""
-    # Sizes and dtypes too: a new tensor may reuse a freed one's address.
-    key = (
-        len(grad_avgs),
-        len(momentum_buffers),
-        *map(Tensor.numel, params),
-        *map(_dtype, params),
-        *map(_dtype, square_avgs),
-        *map(Tensor.data_ptr, params),
-        *map(Tensor.data_ptr, square_avgs),
-        *map(Tensor.data_ptr, grad_avgs),
-        *map(Tensor.data_ptr, momentum_buffers),
-        *map(Tensor.data_ptr, state_steps),
-    )
-    grad_addresses = list(map(Tensor.data_ptr, grads))
-    cached = _plans.get(key)
+    lists = (params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
+    key = identity(params, square_avgs, grad_avgs, momentum_buffers, state_steps)
     if params[0].is_cuda and torch.cuda.is_current_stream_capturing():
         # Tables the graph owns (eager steps may move the cached ones' gradient rows),
         # from the warm-up's pinned copies where they match: nothing is pinned mid-capture.
-        like = cached if cached is not None and cached.grads == grad_addresses else None
-        plan = _build_plan(
-            params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps, like
-        )
+        cached = _plans.get(key)
+        fresh = cached is not None and cached.grads == list(map(Tensor.data_ptr, grads))
+        plan = _build_plan(*lists, like=cached if fresh else None)
         _graph_plans.append(plan)
         return plan
-    if cached is not None and (
-        cached.grads == grad_addresses or cached.follow_grads(params, grads, grad_addresses)
-    ):
-        _plans.move_to_end(key)
-        return cached
-    plan = _build_plan(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
-    _plans[key] = plan
-    while len(_plans) > _PLANS_KEPT:
-        _plans.popitem(last=False)
-    return plan
+    return cached_plan(_plans, key, params, grads, lambda: _build_plan(*lists))
 
 
 def _build_plan(
