@@ -124,3 +124,43 @@ def test_table_shares_cover_every_element_once_in_balanced_cache_line_pieces(
 def test_a_table_holds_only_memory_the_kernel_updates_directly():
     with pytest.raises(TypeError, match="float32 or float64 memory, not float16"):
         _fused_cpu.Table(np.float16, [3])
+
+
+# ---- what the kernel must never be handed ---------------------------------------------
+
+
+def test_state_of_another_size_goes_to_the_reference_which_refuses_it_unchanged():
+    params = [np.ones(4), np.ones(8)]
+    opt = rnp.RMSprop(params, fused=True)
+    opt.step([np.ones(4), np.ones(8)])
+    opt.params[1] = np.ones(16)  # resized under the optimizer; its state stays at 8
+    before = [p.copy() for p in opt.params], [leaf.step for leaf in opt.state]
+    with pytest.raises(ValueError, match=r"broadcast"):
+        opt.step([np.ones(4), np.ones(16)])
+    assert all(np.array_equal(a, b) for a, b in zip(opt.params, before[0]))
+    assert [leaf.step for leaf in opt.state] == before[1]
+
+
+def test_big_endian_arrays_keep_their_precision():
+    config = flavor("pytorch", momentum=0.9, centered=True)
+    rng = np.random.default_rng(3)
+    start, grad = rng.standard_normal(50), rng.standard_normal(50)
+    swapped = [start.astype(">f8")]
+    rnp.RMSprop(swapped, config, fused=True).step([grad.astype(">f8")])
+    reference = [start.copy()]
+    rnp.RMSprop(reference, config, fused=False).step([grad])
+    np.testing.assert_array_equal(swapped[0], reference[0])
+
+
+def test_read_only_parameters_and_bad_thread_counts_are_refused_before_any_change(monkeypatch):
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    opt = rnp.RMSprop([np.ones(3), frozen], fused=True)
+    with pytest.raises(ValueError, match=r"params\[1\] is read-only"):
+        opt.step([np.ones(3), np.ones(3)])
+    assert [leaf.step for leaf in opt.state] == [0, 0]
+    monkeypatch.setenv("RMSPROP_NUM_THREADS", "0")
+    opt = rnp.RMSprop([np.ones(3)], fused=True)
+    with pytest.raises(ValueError, match="RMSPROP_NUM_THREADS must be a positive integer"):
+        opt.step([np.ones(3)])
+    assert opt.state[0].step == 0 and np.array_equal(opt.params[0], np.ones(3))

@@ -240,7 +240,8 @@ def _split(numels: Sequence[int], threads: int, serial_below: int) -> list[np.nd
     if threads == 1 or total < serial_below:
         rows = [(t, 0, n) for t, n in enumerate(numels) if n]
         return [np.array(rows, np.int64).reshape(-1, 3)]
-    # Shares end on 64-byte lines, so no two threads write one cache line.
+    # Shares end on multiples of 16 elements (of all the tensors laid end to end),
+    # so two threads rarely write one cache line.
     share = -(-total // threads)
     share += -share % 16
     out: list[list[tuple[int, int, int]]] = [[] for _ in range(threads)]
@@ -283,10 +284,11 @@ def as_array(c: Coefficients, dtype: Any) -> np.ndarray:
     return np.array(c, dtype=dtype)
 
 
-def run(tasks: Sequence[Task] = (), tables: Sequence[Table] = ()) -> None:
-    """Runs the tasks and tables: inline when small, else spread over the threads."""
+def run(tasks: Sequence[Task] = (), tables: Sequence[Table] = (), threads: int = 0) -> None:
+    """Runs the tasks and tables: inline when small, else spread over ``threads`` (or
+    `num_threads()`)."""
     global _pool, _pool_size
-    threads = num_threads()
+    threads = threads or num_threads()
     work: list[list[tuple[Callable[..., None], tuple[Any, ...]]]] = [[] for _ in range(threads)]
     for table in tables:
         for thread, rows in enumerate(table.shares(threads)):
@@ -370,7 +372,11 @@ def _buffers(count: int) -> list[np.ndarray]:
 def num_threads() -> int:
     """Threads the fused step uses: RMSPROP_NUM_THREADS, else the CPUs this process may use."""
     configured = os.environ.get("RMSPROP_NUM_THREADS")
-    return max(1, int(configured)) if configured else _USABLE_CPUS
+    if not configured:
+        return _USABLE_CPUS
+    if not configured.strip().isdigit() or int(configured) < 1:
+        raise ValueError(f"RMSPROP_NUM_THREADS must be a positive integer, got {configured!r}")
+    return int(configured)
 
 
 def _usable_cpus() -> int:

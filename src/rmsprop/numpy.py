@@ -217,11 +217,13 @@ class RMSprop:
         grads = list(grads)
         if len(grads) != len(self.params):
             raise ValueError(f"got {len(grads)} gradients for {len(self.params)} parameters")
-        for param, grad in zip(self.params, grads):
+        for i, (param, grad) in enumerate(zip(self.params, grads)):
             # Checked before anything changes: the fused kernel reads as many elements as θ has.
             shape = None if grad is None else np.shape(grad)
             if shape is not None and shape != param.shape:
                 raise ValueError(f"gradient shape {shape} != parameter shape {param.shape}")
+            if shape is not None and not param.flags.writeable:
+                raise ValueError(f"params[{i}] is read-only: the step updates it in place")
         if self.fused:
             self._fused_step(grads)
             return
@@ -233,9 +235,11 @@ class RMSprop:
         from rmsprop import _fused_cpu
 
         config = self.config
+        threads = _fused_cpu.num_threads()  # a bad RMSPROP_NUM_THREADS fails before any write
         # Without bias correction every tensor shares one set of coefficients.
         shared = None if config.bias_correction else _fused_cpu.coefficients(config, step=1)
         tasks = []
+        computed = {}  # arrays the kernel can't take: the reference's results, committed below
         for i, (param, grad) in enumerate(zip(self.params, grads)):
             if grad is None:
                 continue
@@ -244,24 +248,33 @@ class RMSprop:
             arrays = [param, grad, leaf.square_avg, leaf.grad_avg, leaf.momentum_buffer]
             flat = _flat_views(arrays)
             if flat is None:
-                new_param, self.state[i] = _update_leaf(param, grad, leaf, self.config)
-                param[...] = new_param
+                computed[i] = _update_leaf(param, grad, leaf, self.config)
                 continue
-            self.state[i] = leaf._replace(step=leaf.step + 1)
             c = shared or _fused_cpu.coefficients(config, step=leaf.step + 1)
             if flat[0].dtype in _fused_cpu.KERNEL_DTYPES:
-                tasks.append(_fused_cpu.task(flat, _fused_cpu.as_array(c, flat[0].dtype)))
+                tasks.append((i, _fused_cpu.task(flat, _fused_cpu.as_array(c, flat[0].dtype))))
             else:  # float16: float32 math
-                tasks.append(_fused_cpu.task(flat, _fused_cpu.as_array(c, np.float32), _copy))
-        _fused_cpu.run(tasks)
+                tasks.append((i, _fused_cpu.task(flat, _fused_cpu.as_array(c, np.float32), _copy)))
+        # Nothing has changed yet; from here on nothing can fail.
+        for i, (new_param, new_leaf) in computed.items():
+            self.params[i][...] = new_param
+            self.state[i] = new_leaf
+        for i, _ in tasks:
+            self.state[i] = self.state[i]._replace(step=self.state[i].step + 1)
+        _fused_cpu.run([t for _, t in tasks], threads=threads)
 
 
 def _flat_views(arrays: list[np.ndarray | None]) -> list[Any] | None:
     """1-D views of the arrays' memory (complex as pairs of reals), or None if impossible."""
     present = [a for a in arrays if a is not None]
-    if not present[0].flags.c_contiguous or present[0].dtype.kind not in "fc":
+    first = present[0]
+    if not first.flags.c_contiguous or first.dtype.kind not in "fc" or not first.dtype.isnative:
         return None
-    if any(a.dtype != present[0].dtype or not a.flags.c_contiguous for a in present):
+    # The kernel walks every array for as many elements as θ has, in θ's dtype.
+    if any(
+        a.dtype != first.dtype or a.shape != first.shape or not a.flags.c_contiguous
+        for a in present
+    ):
         return None
     views = [None if a is None else a.reshape(-1).view(a.real.dtype) for a in arrays]
     return views if views[0].dtype.itemsize in (2, 4, 8) else None  # type: ignore[union-attr]

@@ -177,3 +177,132 @@ def test_cached_plans_follow_moved_grads_skipped_steps_schedules_and_new_state(b
         runs.append(params)
     for a, b in zip(*runs):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+# ---- what the kernel must never be handed: it trusts every address and size -------------
+
+
+def one_param_state(p):
+    return [p], [torch.ones_like(p)], [torch.zeros_like(p)], [], [], [torch.zeros(())]
+
+
+HYPER = dict(
+    lr=0.1, decay=0.9, eps=1e-8, eps_in_sqrt=False, centered=False, momentum=0.0,
+    nesterov=False, lr_in_momentum=False, bias_correction=False, weight_decay=0.0,
+    decoupled_weight_decay=False, maximize=False,
+)  # fmt: skip
+
+
+def test_state_smaller_than_its_parameter_is_refused_before_any_write():
+    from rmsprop.torch import rmsprop
+
+    buffer = torch.zeros(8)
+    p = torch.zeros(8)
+    lists = one_param_state(p)
+    rmsprop(*lists[:2], [buffer], *lists[3:], foreach=False, fused=True, **HYPER)  # cached
+    message = r"square_avgs\[0\] has shape \(4,\), its parameter \(8,\)"
+    with pytest.raises(ValueError, match=message):
+        # The same address as the cached plan's state, but half the size.
+        rmsprop(*lists[:2], [buffer[:4]], *lists[3:], foreach=False, fused=True, **HYPER)
+    assert lists[-1][0].item() == 1  # one step counted, the refused one not
+
+
+def test_a_parameter_resized_under_the_optimizer_is_refused_without_a_change():
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = RMSprop([p], fused=True)
+    p.grad = torch.ones(4)
+    opt.step()
+    p.data, p.grad = torch.ones(1 << 16), torch.ones(1 << 16)
+    with pytest.raises(ValueError, match="its parameter"):
+        opt.step()
+    assert torch.equal(p.data, torch.ones(1 << 16)) and opt.state[p]["step"].item() == 1
+
+
+def compare_with_the_loop(make, grads_at, steps=3, **options):
+    results = []
+    for path in ({"fused": True}, {"foreach": False}):
+        params = make()
+        opt = RMSprop(params, **options, **path)
+        for step in range(steps):
+            for p, g in zip(params, grads_at(params, step)):
+                p.grad = g
+            opt.step()
+        results.append(params)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_gradients_seen_through_another_layout_at_the_same_address():
+    memory = torch.arange(9.0).view(3, 3)
+
+    def grads_at(params, step):  # the same memory each step, transposed on odd steps
+        return [memory.t() if step % 2 else memory]
+
+    compare_with_the_loop(lambda: [torch.nn.Parameter(torch.ones(3, 3))], grads_at, steps=4)
+
+
+def test_lazily_negated_gradients_are_taken_by_value():
+    def grads_at(params, step):
+        return [torch._neg_view(torch.full_like(p, step + 1.0)) for p in params]
+
+    compare_with_the_loop(lambda: [torch.nn.Parameter(torch.ones(5))], grads_at, momentum=0.5)
+
+
+@pytest.mark.parametrize("path", [{"fused": True}, {"foreach": False}], ids=["fused", "loop"])
+def test_lazily_conjugated_gradients_are_refused_as_torch_refuses_them(path):
+    z = torch.nn.Parameter(torch.ones(3, dtype=torch.complex64))
+    other = torch.nn.Parameter(torch.ones(3))
+    opt = RMSprop([other, z], **path)
+    z.grad, other.grad = torch.full_like(z, 1 + 2j).conj(), torch.ones(3)
+    with pytest.raises(RuntimeError, match="conjugate"):
+        opt.step()
+    assert torch.equal(z.detach(), torch.ones(3, dtype=torch.complex64))
+    if path.get("fused"):  # the loop had updated `other` first; the kernel had not started
+        assert torch.equal(other.detach(), torch.ones(3))
+
+
+def test_autograd_sees_the_kernel_change_a_parameter():
+    p = torch.nn.Parameter(torch.ones(4))
+    x = torch.ones(4, requires_grad=True)
+    loss = (p * x).sum()
+    p.grad = torch.ones(4)
+    RMSprop([p], fused=True).step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_a_parameter_listed_twice_is_stepped_twice_as_the_loop_does():
+    def make():
+        p = torch.nn.Parameter(torch.ones(40_000))
+        return [p, p]
+
+    with pytest.warns(UserWarning, match="duplicate"):
+        compare_with_the_loop(
+            make, lambda params, step: [torch.full_like(params[0], 0.5)] * 2, bias_correction=True
+        )
+
+
+def test_a_bad_thread_count_is_refused_before_any_write(monkeypatch):
+    p = torch.nn.Parameter(torch.ones(4))
+    p.grad = torch.ones(4)
+    opt = RMSprop([p], fused=True)
+    monkeypatch.setenv("RMSPROP_NUM_THREADS", "auto")
+    with pytest.raises(ValueError, match="RMSPROP_NUM_THREADS must be a positive integer"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.ones(4)) and opt.state[p]["step"].item() == 0
+
+
+def test_many_param_groups_keep_their_plans(monkeypatch):
+    from rmsprop.torch import _fused_cpu as torch_fused_cpu
+
+    groups = [{"params": [torch.nn.Parameter(torch.ones(3))], "lr": 0.01 * k} for k in range(40)]
+    opt = RMSprop(groups, fused=True)
+    for group in groups:
+        group["params"][0].grad = torch.ones(3)
+    opt.step()
+    builds = []
+    build = torch_fused_cpu._build_plan
+    monkeypatch.setattr(torch_fused_cpu, "_build_plan", lambda *a: builds.append(1) or build(*a))
+    for _ in range(3):
+        opt.step()
+    assert not builds

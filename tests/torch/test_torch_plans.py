@@ -12,20 +12,15 @@ from rmsprop.torch import _plans  # noqa: E402
 
 
 class FakePlan:
-    def __init__(self, grads, follows=True):
-        self.grads = list(map(torch.Tensor.data_ptr, grads))
-        self.follows = follows
-        self.followed = 0
+    def __init__(self):
+        self.grads, self.signatures, self.pointed = [], [], 0
 
-    def follow_grads(self, params, grads, addresses):
-        self.followed += 1
-        if self.follows:
-            self.grads = addresses
-        return self.follows
+    def point_grads(self, addresses):
+        self.grads, self.pointed = addresses, self.pointed + 1
 
 
 def lists(n=3, dtype=torch.float32):
-    params = [torch.zeros(4, dtype=dtype) for _ in range(n)]
+    params = [torch.zeros(4, 4, dtype=dtype) for _ in range(n)]
     return params, [torch.zeros_like(p) for p in params]
 
 
@@ -33,37 +28,87 @@ def test_the_identity_changes_with_any_tensor_its_size_dtype_or_layout():
     params, v = lists()
     key = _plans.identity(params, v, [], [], [])
     assert key == _plans.identity(params, v, [], [], [])
-    assert key != _plans.identity(params, [torch.zeros(4) for _ in v], [], [], [])  # new state
-    assert key != _plans.identity(params, v, v, [], [])  # centered now
-    assert key != _plans.identity([p.view(2, 2).t() for p in params], v, [], [], [])  # layout
-    assert key != _plans.identity([p[:2] for p in params], v, [], [], [])  # size
-    as_int = [p.view(torch.int32) for p in params]  # same memory, another dtype
-    assert key != _plans.identity(as_int, v, [], [], [])
+    changed = {
+        "new state": (params, [t.clone() for t in v], [], []),
+        "centered now": (params, v, v, []),
+        "a parameter's layout": ([p.t() for p in params], v, [], []),
+        "a parameter's size": ([p[:2] for p in params], v, [], []),
+        "a parameter's dtype": ([p.view(torch.int32) for p in params], v, [], []),
+        # Same addresses, other tensors: the kernel would write past them or in another width.
+        "the state's size": (params, [t[:2] for t in v], [], []),
+        "the state's dtype": (params, [t.view(torch.int32) for t in v], [], []),
+        "the state's layout": (params, [t.t() for t in v], [], []),
+        "the momentum buffer's size": (params, v, [], [t[:1] for t in v]),
+    }
+    for what, (p, square_avgs, grad_avgs, buffers) in changed.items():
+        assert key != _plans.identity(p, square_avgs, grad_avgs, buffers, []), what
 
 
-def test_a_cached_plan_follows_moved_gradients_or_is_rebuilt():
+def test_a_gradient_signature_is_everything_but_its_address():
+    g = torch.zeros(3, 4)
+    assert _plans.signature(g) == _plans.signature(torch.ones(3, 4))
+    for other in (g.t().contiguous().t(), g.double(), g[:2], g.view(4, 3)):
+        assert _plans.signature(other) != _plans.signature(g)
+    z = torch.zeros(3, dtype=torch.complex64)
+    assert _plans.signature(z.conj()) != _plans.signature(z)
+    assert _plans.signature(torch._neg_view(g)) != _plans.signature(g)
+
+
+def test_a_cached_plan_follows_moved_gradients_and_is_rebuilt_for_other_ones():
     cache: OrderedDict = OrderedDict()
-    params, grads = lists()
+    _, grads = lists()
     built = []
 
-    def build(follows=True):
-        built.append(FakePlan(grads, follows))
+    def build():
+        built.append(FakePlan())
         return built[-1]
 
-    plan = _plans.cached_plan(cache, "k", params, grads, build)
-    assert _plans.cached_plan(cache, "k", params, grads, build) is plan and plan.followed == 0
-    grads = [g.clone() for g in grads]  # new gradients, new addresses
-    assert _plans.cached_plan(cache, "k", params, grads, build) is plan and plan.followed == 1
-    cache["k"].follows = False  # a gradient the plan cannot take: rebuilt
-    grads = [g.clone() for g in grads]
-    assert _plans.cached_plan(cache, "k", params, grads, build) is built[1] is not plan
+    plan = _plans.cached_plan(cache, "k", grads, build)
+    assert plan.grads == [g.data_ptr() for g in grads]
+    assert _plans.cached_plan(cache, "k", grads, build) is plan and plan.pointed == 0
+    moved = [g.clone() for g in grads]  # new addresses, same signatures
+    assert _plans.cached_plan(cache, "k", moved, build) is plan and plan.pointed == 1
+    assert plan.grads == [g.data_ptr() for g in moved]
+    # The same memory seen through another layout: not the gradient the plan checked.
+    transposed = [g.t() for g in moved]
+    assert _plans.cached_plan(cache, "k", transposed, build) is built[1] is not plan
 
 
 def test_the_cache_keeps_the_most_recently_used_plans():
     cache: OrderedDict = OrderedDict()
-    params, grads = lists()
+    _, grads = lists()
     for key in range(_plans.KEPT + 5):
-        _plans.cached_plan(cache, key, params, grads, lambda: FakePlan(grads))
-        _plans.cached_plan(cache, 0, params, grads, lambda: FakePlan(grads))  # stays in use
+        _plans.cached_plan(cache, key, grads, FakePlan)
+        _plans.cached_plan(cache, 0, grads, FakePlan)  # stays in use
     assert len(cache) == _plans.KEPT
     assert 0 in cache and 1 not in cache and _plans.KEPT + 4 in cache
+
+
+def test_every_use_of_the_cache_holds_the_lock():
+    # Two optimizers may step at once in two threads: a plan looked up by one
+    # must not be evicted by the other before it is used.
+    class CheckedCache(OrderedDict):
+        def _check(self):
+            assert _plans._lock.locked(), "the plan cache was used without its lock"
+
+        def get(self, *args):
+            self._check()
+            return super().get(*args)
+
+        def move_to_end(self, *args):
+            self._check()
+            super().move_to_end(*args)
+
+        def __setitem__(self, *args):
+            self._check()
+            super().__setitem__(*args)
+
+        def popitem(self, last=True):
+            self._check()
+            return super().popitem(last=last)
+
+    cache = CheckedCache()
+    _, grads = lists()
+    for key in [*range(_plans.KEPT + 2), 5, 5]:
+        _plans.cached_plan(cache, key, grads, FakePlan)
+    assert len(cache) == _plans.KEPT

@@ -346,6 +346,30 @@ def test_a_gradient_of_another_shape_is_never_read_by_the_kernel(device):
 
 
 @interpreted_or_cuda
+def test_gradients_through_another_layout_or_lazily_negated_at_the_same_address(device):
+    memory = draw((3, 3), torch.float32, torch.Generator().manual_seed(0)).to(device)
+    results = []
+    for path in (FUSED, LOOP):
+        params = [torch.nn.Parameter(torch.ones(3, 3, device=device)) for _ in range(2)]
+        opt = RMSprop(params, momentum=0.5, **path)
+        for step in range(4):  # the same memory each step, read another way on odd steps
+            params[0].grad = memory.t() if step % 2 else memory
+            params[1].grad = torch._neg_view(memory) if step % 2 else memory
+            opt.step()
+        results.append(params)
+    assert_close(*results, **FLOAT32)
+
+
+@interpreted_or_cuda
+def test_lazily_conjugated_gradients_are_refused_as_torch_refuses_them(device):
+    z = torch.nn.Parameter(torch.ones(3, dtype=torch.complex64, device=device))
+    z.grad = torch.full_like(z, 1 + 2j).conj()
+    with pytest.raises(RuntimeError, match="conjugate"):
+        RMSprop([z], fused=True).step()
+    assert torch.equal(z.detach().cpu(), torch.ones(3, dtype=torch.complex64))
+
+
+@interpreted_or_cuda
 def test_step_counts_with_many_blocks_and_skipped_parameters(device):
     params = [torch.nn.Parameter(torch.randn(n, device=device)) for n in (3 * BLOCK + 1, 1, 0)]
     opt = RMSprop(params, fused=True, bias_correction=True)

@@ -54,13 +54,25 @@ def _fused_cpu_rmsprop(
     if not _fused_cpu.AVAILABLE:
         raise RuntimeError(_fused_cpu.WHY_UNAVAILABLE)
     hyper = hyper._replace(lr=float(hyper.lr))
+    threads = _fused_cpu.num_threads()  # a bad RMSPROP_NUM_THREADS fails before any write
     m = grad_avgs if hyper.centered else []
     b = momentum_buffers if hyper.momentum > 0 else []
     key = identity(params, square_avgs, m, b, state_steps)
-    plan = cached_plan(
-        _plans, key, params, grads, lambda: _build_plan(params, grads, square_avgs, m, b)
-    )
+    plan = cached_plan(_plans, key, grads, lambda: _build_plan(params, grads, square_avgs, m, b))
 
+    if plan.leftover:  # first: if it raises, the kernel's tensors are still untouched
+        pick = plan.leftover
+        _single_tensor_rmsprop(
+            [params[i] for i in pick],
+            [grads[i] for i in pick],
+            [square_avgs[i] for i in pick],
+            [m[i] for i in pick] if m else [],
+            [b[i] for i in pick] if b else [],
+            [state_steps[i] for i in pick],
+            hyper,
+            capturable=False,
+            differentiable=False,
+        )
     counted = [state_steps[i] for i in plan.counted]
     if counted:
         torch._foreach_add_(counted, _ONE, alpha=1.0)
@@ -76,21 +88,10 @@ def _fused_cpu_rmsprop(
         _converted_task(params, grads, square_avgs, m, b, state_steps, i, hyper)
         for i in plan.converted
     ]
-    _fused_cpu.run(tasks, [table for table, _ in plan.tables])
-
-    if plan.leftover:
-        pick = plan.leftover
-        _single_tensor_rmsprop(
-            [params[i] for i in pick],
-            [grads[i] for i in pick],
-            [square_avgs[i] for i in pick],
-            [m[i] for i in pick] if m else [],
-            [b[i] for i in pick] if b else [],
-            [state_steps[i] for i in pick],
-            hyper,
-            capturable=False,
-            differentiable=False,
-        )
+    _fused_cpu.run(tasks, [table for table, _ in plan.tables], threads)
+    # The kernel writes behind autograd's back: tell it, as an in-place op would
+    # (16-bit tensors are written back by copy_, which does).
+    torch.autograd.graph.increment_version(plan.written(params))
 
 
 class _Plan:
@@ -98,7 +99,8 @@ class _Plan:
 
     ``tables`` pairs each address table with the step-list positions of its
     tensors; ``converted`` are the 16-bit tensors, ``leftover`` those the
-    single-tensor path takes; ``grads`` the gradient addresses the tables hold.
+    single-tensor path takes. `rmsprop.torch._plans.cached_plan` keeps
+    ``grads`` and ``signatures``: the gradients the tables point at.
     """
 
     def __init__(
@@ -106,23 +108,23 @@ class _Plan:
         tables: list[tuple[_fused_cpu.Table, list[int]]],
         converted: list[int],
         leftover: list[int],
-        grads: list[int],
     ) -> None:
         self.tables = tables
         self.converted = converted
         self.leftover = leftover
-        self.grads = grads
         self.counted = sorted([i for _, indices in tables for i in indices] + converted)
+        self.grads: list[int] = []
+        self.signatures: list[tuple[Any, ...]] = []
         self.rule: Hyper | None = None  # the rule the tables' coefficients hold
 
-    def follow_grads(self, params: list[Tensor], grads: list[Tensor], addresses: list[int]) -> bool:
-        """Points the tables at moved gradients; False if one no longer fits."""
-        if not all(_grad_fits(params[i], grads[i]) for i in self.counted):
-            return False
+    def point_grads(self, addresses: list[int]) -> None:
         for table, indices in self.tables:
             table.addresses[_fused_cpu.GRAD] = [addresses[i] for i in indices]
         self.grads = addresses
-        return True
+
+    def written(self, params: list[Tensor]) -> list[Tensor]:
+        """The parameters the tables update."""
+        return [params[i] for _, indices in self.tables for i in indices]
 
 
 # Plans keyed by the identity of the parameters and their state.
@@ -136,14 +138,28 @@ def _build_plan(
     grad_avgs: list[Tensor],
     momentum_buffers: list[Tensor],
 ) -> _Plan:
+    named = {"square_avgs": square_avgs, "grad_avgs": grad_avgs}
+    named["momentum_buffers"] = momentum_buffers
+    for name, tensors in named.items():
+        for i, t in enumerate(tensors):
+            if t.shape != params[i].shape:  # the kernel would write past its end
+                raise ValueError(
+                    f"{name}[{i}] has shape {tuple(t.shape)}, "
+                    f"its parameter {tuple(params[i].shape)}"
+                )
+    # A parameter listed twice goes to the loop, which updates it twice in turn.
+    seen: set[int] = set()
+    repeated: set[int] = set()
+    for p in params:
+        if p.numel():
+            (repeated if p.data_ptr() in seen else seen).add(p.data_ptr())
     by_dtype: dict[Any, list[int]] = {}
     converted: list[int] = []
     leftover: list[int] = []
     for i, p in enumerate(params):
         state = [square_avgs[i], *(ts[i] for ts in (grad_avgs, momentum_buffers) if ts)]
-        fits = _grad_fits(p, grads[i]) and all(
-            t.dtype == p.dtype and t.is_contiguous() and t.is_cpu for t in state
-        )
+        fits = _grad_fits(p, grads[i]) and p.data_ptr() not in repeated
+        fits = fits and all(t.dtype == p.dtype and t.is_contiguous() and t.is_cpu for t in state)
         dtype = _real_dtype(p)
         if fits and dtype in _DIRECT:
             by_dtype.setdefault(_DIRECT[dtype], []).append(i)
@@ -160,11 +176,11 @@ def _build_plan(
             if tensors:
                 table.addresses[row] = [tensors[i].data_ptr() for i in indices]
         tables.append((table, indices))
-    return _Plan(tables, converted, leftover, list(map(Tensor.data_ptr, grads)))
+    return _Plan(tables, converted, leftover)
 
 
 def _grad_fits(p: Tensor, g: Tensor) -> bool:
-    """Whether the kernel can read g beside p: same dtype and size, contiguous, on the CPU."""
+    """Whether the kernel can take p and read g: same dtype and size, plain memory on the CPU."""
     return (
         g.dtype == p.dtype
         and g.is_contiguous()
@@ -172,6 +188,8 @@ def _grad_fits(p: Tensor, g: Tensor) -> bool:
         and g.numel() == p.numel()
         and g.is_cpu
         and p.is_cpu
+        # Lazily conjugated or negated: the memory holds other values than the tensor.
+        and not (g.is_conj() or g.is_neg() or p.is_conj() or p.is_neg())
     )
 
 

@@ -1,35 +1,51 @@
 """Plans of fused steps, cached by the identity of the tensors they update.
 
-A fused path works out once how a step's tensors reach its kernel (an address
-table, which tensors it cannot take) and keeps that plan while the step's
-parameters and state are the same tensors; gradients, which training loops
-replace every step, are followed instead.
+A fused path works out once how a step's tensors reach its kernel (address
+tables, and which tensors it cannot take) and keeps that plan while the step's
+parameters and state are the same tensors. Gradients, which training loops
+replace every step, are followed instead: a plan is reused only while every
+gradient still looks exactly as the one it was built for (dtype, shape,
+strides, device, no lazy conjugate or negative bit), and its tables are then
+pointed at the gradients' new addresses.
+
+The kernels trust the addresses in a plan, so everything a plan assumed about
+a tensor is either part of its key or checked on every step.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
 
-__all__ = ["Plan", "cached_plan", "identity"]
+__all__ = ["Plan", "cached_plan", "identity", "signature"]
 
-_dtype = attrgetter("dtype")
-KEPT = 16  # plans kept per cache: a few optimizers, param groups and devices
+# Plans kept per cache: one per param group and device, so enough for layer-wise
+# learning rates over a deep model; a plan holds no tensor, only small tables.
+KEPT = 128
+_lock = threading.Lock()  # two optimizers may step at once in two threads
 
 
 class Plan(Protocol):
     grads: list[int]  # the gradient addresses the plan's tables hold
+    signatures: list[tuple[Any, ...]]  # the gradients it was built for, as `signature`s
 
-    def follow_grads(
-        self, params: list[Tensor], grads: list[Tensor], addresses: list[int]
-    ) -> bool: ...
+    def point_grads(self, addresses: list[int]) -> None: ...
 
 
 P = TypeVar("P", bound=Plan)
+
+
+def _state(tensors: list[Tensor]) -> tuple[Any, ...]:
+    return (
+        *map(Tensor.data_ptr, tensors),
+        *map(Tensor.numel, tensors),
+        *(t.dtype for t in tensors),
+        *map(Tensor.is_contiguous, tensors),
+    )
 
 
 def identity(
@@ -39,41 +55,48 @@ def identity(
     momentum_buffers: list[Tensor],
     state_steps: list[Tensor],
 ) -> tuple[Any, ...]:
-    """What a plan depends on: the tensors' addresses, and their sizes, dtypes and layouts.
+    """What a plan depends on: each tensor's address, size, dtype and contiguity.
 
-    Sizes, dtypes and layouts too, because a new tensor may reuse a freed one's address.
+    Not the address alone: a new tensor may reuse a freed one's memory, or be
+    another view of it.
     """
     return (
         len(grad_avgs),
         len(momentum_buffers),
-        *map(Tensor.numel, params),
-        *map(_dtype, params),
-        *map(_dtype, square_avgs),
-        *map(Tensor.is_contiguous, params),
-        *map(Tensor.data_ptr, params),
-        *map(Tensor.data_ptr, square_avgs),
-        *map(Tensor.data_ptr, grad_avgs),
-        *map(Tensor.data_ptr, momentum_buffers),
+        *_state(params),
+        *_state(square_avgs),
+        *_state(grad_avgs),
+        *_state(momentum_buffers),
         *map(Tensor.data_ptr, state_steps),
+        *(t.dtype for t in state_steps),
     )
+
+
+def signature(grad: Tensor) -> tuple[Any, ...]:
+    """All a plan assumed about a gradient but its address."""
+    return grad.dtype, grad.shape, grad.stride(), grad.device, grad.is_conj(), grad.is_neg()
 
 
 def cached_plan(
     cache: OrderedDict[tuple[Any, ...], P],
     key: tuple[Any, ...],
-    params: list[Tensor],
     grads: list[Tensor],
     build: Callable[[], P],
 ) -> P:
-    """The cache's plan for ``key``, following moved gradients; ``build()`` when new or stale."""
+    """The cache's plan for ``key``, pointed at the gradients; ``build()`` when new or stale."""
     addresses = list(map(Tensor.data_ptr, grads))
-    plan = cache.get(key)
-    if plan is not None and (
-        plan.grads == addresses or plan.follow_grads(params, grads, addresses)
-    ):
-        cache.move_to_end(key)
-        return plan
-    plan = cache[key] = build()
-    while len(cache) > KEPT:
-        cache.popitem(last=False)
+    signatures = list(map(signature, grads))
+    with _lock:
+        plan = cache.get(key)
+        if plan is not None and plan.signatures == signatures:
+            cache.move_to_end(key)
+            if plan.grads != addresses:
+                plan.point_grads(addresses)
+            return plan
+    plan = build()
+    plan.grads, plan.signatures = addresses, signatures
+    with _lock:
+        cache[key] = plan
+        while len(cache) > KEPT:
+            cache.popitem(last=False)
     return plan

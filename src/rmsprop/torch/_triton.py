@@ -454,19 +454,11 @@ class _Launch:
         self.tickets = _allocate_zeros(self.n_tensors, torch.int32, self.device)
         self.aligned = _aligned(columns)
 
-    def refresh_grads(
-        self, params: list[Tensor], grads: list[Tensor], addresses: list[int]
-    ) -> bool:
-        """Uploads the gradients' row if they moved; False if one no longer fits the group."""
+    def point_grads(self, addresses: list[int]) -> None:
+        """Uploads the gradients' row (``addresses``, in step order) if they moved."""
         new = [addresses[i] for i in self.indices]
         if new == self.columns[_GRAD]:
-            return True
-        for i in self.indices:
-            p, g = params[i], grads[i]
-            if _real_dtype(g) != self.grad_dtype or g.device != self.device:
-                return False
-            if g.is_complex() != p.is_complex() or not _same_dense_layout(p, [g]):
-                return False
+            return
         self.columns[_GRAD] = new
         # A new host table rather than a write into the old one, which a copy may still read.
         self.host_tables = _pinned(torch.tensor(self.columns, dtype=torch.int64), self.device)
@@ -474,7 +466,6 @@ class _Launch:
         self.aligned = self.aligned and all(address % 16 == 0 for address in new)
         if not self.aligned:
             self.aligned = _aligned(self.columns)
-        return True
 
 
 def _pinned(values: Tensor, device: torch.device) -> Tensor:
@@ -531,19 +522,22 @@ def _aligned(columns: list[list[int]]) -> bool:
 
 
 class _Plan:
-    """How one step's tensors are updated: launches for the kernel, the rest by foreach."""
+    """How one step's tensors are updated: launches for the kernel, the rest by foreach.
+
+    `rmsprop.torch._plans.cached_plan` keeps ``grads`` and ``signatures``: the
+    gradients the tables point at.
+    """
 
     def __init__(self, launches: list[_Launch], rest: list[int], grads: list[int]) -> None:
         self.launches = launches
         self.rest = rest
         self.grads = grads  # the gradient addresses the tables hold, in step order
+        self.signatures: list[tuple[Any, ...]] = []
 
-    def follow_grads(self, params: list[Tensor], grads: list[Tensor], addresses: list[int]) -> bool:
-        """Points the tables at moved gradients; False if the plan must be rebuilt."""
-        if not all(launch.refresh_grads(params, grads, addresses) for launch in self.launches):
-            return False
+    def point_grads(self, addresses: list[int]) -> None:
+        for launch in self.launches:
+            launch.point_grads(addresses)
         self.grads = addresses
-        return True
 
 
 # Plans of eager steps, keyed by the sizes and addresses of the parameters and their state.
@@ -622,7 +616,7 @@ def _plan_for(
         plan = _build_plan(*lists, like=cached if fresh else None)
         _graph_plans.append(plan)
         return plan
-    return cached_plan(_plans, key, params, grads, lambda: _build_plan(*lists))
+    return cached_plan(_plans, key, grads, lambda: _build_plan(*lists))
 
 
 def _build_plan(
@@ -679,6 +673,7 @@ def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tupl
         or state_dtype not in _TENSOR_DTYPES
         or any(t.dtype != state[0].dtype for t in state)
         or any(t.is_complex() != p.is_complex() for t in (g, *state))
+        or any(t.is_conj() or t.is_neg() for t in (p, g, *state))  # memory ≠ values
         or step.dtype not in _STEP_DTYPES
         or step.numel() != 1
         or not _same_dense_layout(p, [g, *state])
