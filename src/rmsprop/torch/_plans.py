@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
@@ -39,11 +40,14 @@ class Plan(Protocol):
 P = TypeVar("P", bound=Plan)
 
 
+_dtype = attrgetter("dtype")
+
+
 def _state(tensors: list[Tensor]) -> tuple[Any, ...]:
     return (
         *map(Tensor.data_ptr, tensors),
         *map(Tensor.numel, tensors),
-        *(t.dtype for t in tensors),
+        *map(_dtype, tensors),
         *map(Tensor.is_contiguous, tensors),
     )
 
@@ -68,7 +72,7 @@ def identity(
         *_state(grad_avgs),
         *_state(momentum_buffers),
         *map(Tensor.data_ptr, state_steps),
-        *(t.dtype for t in state_steps),
+        *map(_dtype, state_steps),
     )
 
 
