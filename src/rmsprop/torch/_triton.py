@@ -73,7 +73,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, cast, get_type_hints
 
 import numpy as np
 import torch
@@ -815,18 +815,19 @@ def _foreach_rest(
     )  # fmt: skip
 
 
-# The step as one custom op, for torch.compile: opaque, mutating its tensor lists.
-_SCHEMA = (
-    "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] square_avgs, "
-    "Tensor(d!)[] grad_avgs, Tensor(e!)[] momentum_buffers, Tensor(f!)[] state_steps, "
-    "float lr, Tensor? lr_tensor, float decay, float eps, bool eps_in_sqrt, bool centered, "
-    "float momentum, bool nesterov, bool lr_in_momentum, bool bias_correction, "
-    "float weight_decay, bool decoupled_weight_decay, bool maximize, Tensor? grad_scale, "
-    "Tensor? found_inf, bool stochastic_rounding) -> ()"
-)
-
-
+# The step as one custom op, for torch.compile: opaque, mutating its tensor lists. Its
+# scalars are Hyper's fields (a schema takes no tuples), lr as a float or a tensor.
 _MUTATED = ("params", "grads", "square_avgs", "grad_avgs", "momentum_buffers", "state_steps")
+_RULE = ", ".join(
+    f"{get_type_hints(Hyper)[name].__name__} {name}"  # float and bool: the schema's names too
+    for name in Hyper._fields[1:]
+)
+_SCHEMA = (
+    "("
+    + ", ".join(f"Tensor({chr(97 + i)}!)[] {name}" for i, name in enumerate(_MUTATED))
+    + f", float lr, Tensor? lr_tensor, {_RULE}, "
+    "Tensor? grad_scale, Tensor? found_inf, bool stochastic_rounding) -> ()"
+)
 
 
 @torch.library.custom_op("rmsprop::fused_step", mutates_args=_MUTATED, schema=_SCHEMA)
@@ -839,25 +840,10 @@ def _fused_step_op(
     state_steps: list[Tensor],
     lr: float,
     lr_tensor: Tensor | None,
-    decay: float,
-    eps: float,
-    eps_in_sqrt: bool,
-    centered: bool,
-    momentum: float,
-    nesterov: bool,
-    lr_in_momentum: bool,
-    bias_correction: bool,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    maximize: bool,
-    grad_scale: Tensor | None,
-    found_inf: Tensor | None,
-    stochastic_rounding: bool,
+    *rest: Any,  # Hyper's other fields, then grad_scale, found_inf, stochastic_rounding
 ) -> None:
-    hyper = Hyper(
-        lr if lr_tensor is None else lr_tensor, decay, eps, eps_in_sqrt, centered, momentum,
-        nesterov, lr_in_momentum, bias_correction, weight_decay, decoupled_weight_decay, maximize,
-    )  # fmt: skip
+    *rule, grad_scale, found_inf, stochastic_rounding = rest
+    hyper = Hyper(lr if lr_tensor is None else lr_tensor, *rule)
     fused_rmsprop(
         params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps,
         hyper, grad_scale, found_inf, stochastic_rounding,
