@@ -160,7 +160,7 @@ def _build_plan(
         state = [square_avgs[i], *(ts[i] for ts in (grad_avgs, momentum_buffers) if ts)]
         fits = _grad_fits(p, grads[i]) and p.data_ptr() not in repeated
         fits = fits and all(t.dtype == p.dtype and t.is_contiguous() and t.is_cpu for t in state)
-        dtype = _real_dtype(p)
+        dtype = _real_dtype(p) if fits else None
         if fits and dtype in _DIRECT:
             by_dtype.setdefault(_DIRECT[dtype], []).append(i)
         elif fits and dtype in _CONVERTED:
