@@ -161,21 +161,21 @@ def _table_kernel_source(addresses: Any, pieces: Any, c: Any, m_marker: Any, b_m
         t, start, stop = pieces[row, 0], pieces[row, 1], pieces[row, 2]
         n = stop - start
         offset = start * size
-        p = numba.carray(_pointer(addresses[0, t] + offset), n, dtype)
-        g = numba.carray(_pointer(addresses[1, t] + offset), n, dtype)
-        v = numba.carray(_pointer(addresses[2, t] + offset), n, dtype)
+        p = numba.carray(_pointer(addresses[PARAM, t] + offset), n, dtype)
+        g = numba.carray(_pointer(addresses[GRAD, t] + offset), n, dtype)
+        v = numba.carray(_pointer(addresses[SQUARE_AVG, t] + offset), n, dtype)
         if m_marker is None:
             if b_marker is None:
                 _kernel(p, g, v, None, None, c[t])
             else:
-                b = numba.carray(_pointer(addresses[4, t] + offset), n, dtype)
+                b = numba.carray(_pointer(addresses[BUFFER, t] + offset), n, dtype)
                 _kernel(p, g, v, None, b, c[t])
         else:
-            m = numba.carray(_pointer(addresses[3, t] + offset), n, dtype)
+            m = numba.carray(_pointer(addresses[GRAD_AVG, t] + offset), n, dtype)
             if b_marker is None:
                 _kernel(p, g, v, m, None, c[t])
             else:
-                b = numba.carray(_pointer(addresses[4, t] + offset), n, dtype)
+                b = numba.carray(_pointer(addresses[BUFFER, t] + offset), n, dtype)
                 _kernel(p, g, v, m, b, c[t])
 
 
