@@ -123,7 +123,7 @@ def test_mixed_dtypes_and_layouts_in_one_group():
     def make():
         torch.manual_seed(0)
         return [torch.nn.Parameter(torch.randn(s, dtype=d)) for s, d in shapes_dtypes] + [
-            torch.nn.Parameter(torch.randn(3, 4).t()),  # non-contiguous: the loop takes it
+            torch.nn.Parameter(torch.randn(3, 4).t()),  # transposed: dense, so the kernel takes it
             torch.nn.Parameter(torch.randn(3, dtype=torch.complex64)),
         ]
 
@@ -306,3 +306,20 @@ def test_many_param_groups_keep_their_plans(monkeypatch):
     for _ in range(3):
         opt.step()
     assert not builds
+
+
+def test_dense_layouts_other_than_contiguous_take_the_kernel_gapped_ones_the_loop():
+    from rmsprop.torch import _fused_cpu as torch_fused_cpu
+
+    def make():
+        torch.manual_seed(0)
+        weight = torch.randn(8, 3, 5, 5).to(memory_format=torch.channels_last)
+        gapped = torch.randn(4, 6)[:, ::2]  # every other column: the loop's
+        return [torch.nn.Parameter(t) for t in (weight, torch.randn(6, 4).t(), gapped)]
+
+    def grads_at(params, step):  # as autograd makes them: laid out as the parameter
+        return [torch.full_like(p, 0.5 + step) for p in params]
+
+    compare_with_the_loop(make, grads_at, momentum=0.9, centered=True)
+    plan = next(reversed(torch_fused_cpu._plans.values()))
+    assert plan.leftover == [2] and plan.counted == [0, 1]

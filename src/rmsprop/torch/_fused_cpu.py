@@ -1,11 +1,13 @@
 """The fused CPU path for torch: `rmsprop._fused_cpu` run on the memory of CPU tensors.
 
-float32 and float64 tensors (complex ones as pairs of reals) go through one
+float32 and float64 tensors (complex ones as pairs of reals; contiguous or
+otherwise dense, laid out as their gradient and state) go through one
 address `Table` per dtype, cached with a plan of the step, so a step costs a
 few microseconds of host work however many tensors there are; bfloat16 and
-float16 tensors are converted to float32 chunk by chunk. Tensors the kernel
-cannot take as they are (non-contiguous, other dtypes, state or gradient of
-another dtype) go through the single-tensor path instead, so every tensor gets
+float16 tensors (contiguous ones) are converted to float32 chunk by chunk.
+Tensors the kernel cannot take as they are (overlapping or gapped layouts, a
+gradient or state laid out otherwise or of another dtype, lazily conjugated or
+negated views) go through the single-tensor path instead, so every tensor gets
 the same rule.
 """
 
@@ -20,7 +22,7 @@ from torch import Tensor
 
 from rmsprop import _fused_cpu
 from rmsprop.torch._functional import Hyper, _single_tensor_rmsprop, _view_as_real
-from rmsprop.torch._plans import cached_plan, identity
+from rmsprop.torch._plans import cached_plan, identity, same_dense_layout
 
 # Real dtypes whose memory the kernel updates directly, and its dtype for them.
 _DIRECT = {torch.float32: np.float32, torch.float64: np.float64}
@@ -158,13 +160,19 @@ def _build_plan(
     leftover: list[int] = []
     for i, p in enumerate(params):
         state = [square_avgs[i], *(ts[i] for ts in (grad_avgs, momentum_buffers) if ts)]
-        fits = _grad_fits(p, grads[i]) and p.data_ptr() not in repeated
-        fits = fits and all(t.dtype == p.dtype and t.is_contiguous() and t.is_cpu for t in state)
+        g = grads[i]
+        fits = (
+            p.data_ptr() not in repeated
+            and all(t.dtype == p.dtype and t.is_cpu for t in (p, g, *state))
+            # Lazily conjugated or negated: the memory holds other values than the tensor.
+            and not (p.is_conj() or p.is_neg() or g.is_conj() or g.is_neg())
+            and same_dense_layout(p, [g, *state])
+        )
         dtype = _real_dtype(p) if fits else None
         if fits and dtype in _DIRECT:
             by_dtype.setdefault(_DIRECT[dtype], []).append(i)
-        elif fits and dtype in _CONVERTED:
-            converted.append(i)
+        elif fits and dtype in _CONVERTED and all(t.is_contiguous() for t in (p, g, *state)):
+            converted.append(i)  # (chunks are cut from flat views, which need contiguity)
         else:
             leftover.append(i)
     tables = []
@@ -177,20 +185,6 @@ def _build_plan(
                 table.addresses[row] = [tensors[i].data_ptr() for i in indices]
         tables.append((table, indices))
     return _Plan(tables, converted, leftover)
-
-
-def _grad_fits(p: Tensor, g: Tensor) -> bool:
-    """Whether the kernel can take p and read g: same dtype and size, plain memory on the CPU."""
-    return (
-        g.dtype == p.dtype
-        and g.is_contiguous()
-        and p.is_contiguous()
-        and g.numel() == p.numel()
-        and g.is_cpu
-        and p.is_cpu
-        # Lazily conjugated or negated: the memory holds other values than the tensor.
-        and not (g.is_conj() or g.is_neg() or p.is_conj() or p.is_neg())
-    )
 
 
 def _real_dtype(t: Tensor) -> torch.dtype:

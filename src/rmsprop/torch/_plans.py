@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
 
-__all__ = ["Plan", "cached_plan", "identity", "signature"]
+__all__ = ["Plan", "cached_plan", "identity", "same_dense_layout", "signature"]
 
 # Plans kept per cache: one per param group and device, so enough for layer-wise
 # learning rates over a deep model; a plan holds no tensor, only small tables.
@@ -104,3 +104,23 @@ def cached_plan(
         while len(cache) > KEPT:
             cache.popitem(last=False)
     return plan
+
+
+def same_dense_layout(p: Tensor, others: list[Tensor]) -> bool:
+    """p fills its memory without gaps or overlaps, and the others have p's shape and layout.
+
+    Then an elementwise step may walk all of them as flat memory, in the same order.
+    """
+    if any(t.shape != p.shape for t in others):
+        return False  # a kernel reads as many elements of each as p has
+    if p.is_contiguous() and all(t.is_contiguous() for t in others):
+        return True
+    if any(t.stride() != p.stride() for t in others):
+        return False
+    expected = 1
+    for size, stride in sorted(zip(p.shape, p.stride()), key=lambda pair: pair[1]):
+        if size != 1:
+            if stride != expected:
+                return False
+            expected *= size
+    return True

@@ -80,7 +80,7 @@ import torch
 from torch import Tensor
 
 from rmsprop.torch._functional import Hyper, _multi_tensor_rmsprop, unscale_or_skip
-from rmsprop.torch._plans import cached_plan, identity
+from rmsprop.torch._plans import cached_plan, identity, same_dense_layout
 
 try:
     import triton  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -676,7 +676,7 @@ def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tupl
         or any(t.is_conj() or t.is_neg() for t in (p, g, *state))  # memory ≠ values
         or step.dtype not in _STEP_DTYPES
         or step.numel() != 1
-        or not _same_dense_layout(p, [g, *state])
+        or not same_dense_layout(p, [g, *state])
     ):
         return None
     return device, param_dtype, grad_dtype, state_dtype, step.dtype
@@ -684,23 +684,6 @@ def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tupl
 
 def _real_dtype(t: Tensor) -> torch.dtype:
     return torch.view_as_real(t).dtype if t.is_complex() else t.dtype
-
-
-def _same_dense_layout(p: Tensor, others: list[Tensor]) -> bool:
-    """p fills its memory without gaps or overlaps, and the others have p's shape and layout."""
-    if any(t.shape != p.shape for t in others):
-        return False  # the kernel reads as many elements of each as p has
-    if p.is_contiguous() and all(t.is_contiguous() for t in others):
-        return True
-    if any(t.stride() != p.stride() for t in others):
-        return False
-    expected = 1
-    for size, stride in sorted(zip(p.shape, p.stride()), key=lambda pair: pair[1]):
-        if size != 1:
-            if stride != expected:
-                return False
-            expected *= size
-    return True
 
 
 def _launch(
