@@ -20,9 +20,8 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-
 from rmsprop import benchmark
+from rmsprop.benchmark import _common
 
 FIRST_CALL = """
 import time, torch
@@ -45,39 +44,6 @@ def first_call_seconds() -> tuple[float, float]:
     return runs[0], runs[1]
 
 
-def versions() -> str:
-    import numba
-    import torch
-
-    parts = [f"Python {platform.python_version()}", f"numpy {np.__version__}",
-             f"torch {torch.__version__}", f"numba {numba.__version__}"]  # fmt: skip
-    try:
-        import jax
-        import optax
-
-        parts += [f"jax {jax.__version__}", f"optax {optax.__version__}"]
-    except ImportError:
-        pass
-    return ", ".join(parts)
-
-
-def markdown(rows: list[dict]) -> str:
-    out = []
-    for shape in dict.fromkeys(r["shape"] for r in rows):
-        out += [f"\n**{shape}**\n",
-                "| variant | implementation | median ms | GB/s at minimal bytes | vs in-place add "
-                "| × torch foreach | × torch for-loop | first step s |",
-                "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for r in (r for r in rows if r["shape"] == shape):
-            fmt = lambda x: "—" if x is None else f"{x:.2f}"  # noqa: E731
-            out.append(
-                f"| {r['variant']} | {r['implementation']} | {r['median_ms']:.2f} | "
-                f"{r['gb_per_s']:.1f} | {r['vs_add']:.0%} | {fmt(r['vs_torch_foreach'])} | "
-                f"{fmt(r['vs_torch_forloop'])} | {r['compile_s']:.2f} |"
-            )
-    return "\n".join(out)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
@@ -89,7 +55,8 @@ def main() -> None:
 
     implementations = [i for i in benchmark.IMPLEMENTATIONS
                        if not (args.no_compile and i == "torch.compile")]  # fmt: skip
-    print(f"{platform.machine()}, {os.cpu_count()} CPUs; {versions()}", flush=True)
+    installed = _common.versions(["numpy", "torch", "numba", "jax", "optax"])
+    print(f"{platform.machine()}, {os.cpu_count()} CPUs; {', '.join(installed)}", flush=True)
     cold, warm = first_call_seconds()
     print(f"fused kernel, first step in a fresh process: {cold:.2f} s with an empty cache, "
           f"{warm:.2f} s with a warm one", flush=True)  # fmt: skip
@@ -98,7 +65,7 @@ def main() -> None:
         steps=args.steps,
         progress=lambda what: print(f"  timing {what}", file=sys.stderr, flush=True),
     )
-    print(markdown(rows))
+    print(benchmark.cpu.markdown(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"first_call_s": {"cold": cold, "warm": warm}, "rows": rows}, f, indent=1)
