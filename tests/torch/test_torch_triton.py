@@ -421,7 +421,7 @@ def test_a_graph_plan_shares_the_warm_up_plans_block_tables(device, monkeypatch)
         for old, new in zip(eager.launches, plan.launches, strict=True):
             assert new.blocks is old.blocks and new.host_blocks is old.host_blocks
             assert new.tables is not old.tables and new.tickets is not old.tickets
-            assert torch.equal(new.host_tables, old.host_tables)
+            assert new.host_tables is old.host_tables  # nothing pinned during a capture
         built.append(plan)
         return plan
 
@@ -458,6 +458,34 @@ def test_zero_decay_with_bias_correction(device, centered):
         assert_close(*results, **FLOAT32)
     # Centered, v - m² = g² - g·g is 0 or a rounding error of g², then divided by
     # ε: the paths may differ wildly there, and only finiteness is meaningful.
+
+
+@interpreted_or_cuda
+def test_a_failed_gradient_upload_is_retried_not_forgotten(device, monkeypatch):
+    params = [torch.nn.Parameter(torch.ones(5, device=device))]
+    opt = RMSprop(params, fused=True)
+    params[0].grad = torch.ones(5, device=device)
+    opt.step()
+    launch = last_plan().launches[0]
+    moved = torch.full((5,), 2.0, device=device)
+    params[0].grad = moved
+
+    def broken(*args):
+        raise RuntimeError("no pinned memory left")
+
+    monkeypatch.setattr(fused_triton, "_pinned", broken)
+    with pytest.raises(RuntimeError, match="no pinned memory"):
+        opt.step()
+    monkeypatch.undo()
+    opt.step()  # the same gradients: they must still be uploaded now
+    grad_row = fused_triton._GRAD * launch.n_tensors
+    assert launch.tables.view(-1)[grad_row].item() == moved.data_ptr()
+
+
+def test_the_custom_op_stays_out_of_compiled_cuda_graphs():
+    if not hasattr(torch.Tag, "cudagraph_unsafe"):
+        pytest.skip("this torch has no cudagraph_unsafe tag")
+    assert torch.Tag.cudagraph_unsafe in torch.ops.rmsprop.fused_step.default.tags
 
 
 @interpreted_or_cuda

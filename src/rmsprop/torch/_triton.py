@@ -420,6 +420,7 @@ class _Launch:
     n_blocks: int
     host_blocks: Tensor
     blocks: Tensor
+    host_tables: Tensor
 
     def __init__(
         self,
@@ -449,9 +450,12 @@ class _Launch:
             self.host_blocks = _pinned(blocks, self.device)
             self.blocks = _upload(self.host_blocks, self.device)
         self.block_tensor, self.block_chunk = self.blocks[0], self.blocks[1]
-        self.host_tables = _pinned(torch.tensor(columns, dtype=torch.int64), self.device)
+        if like is not None and like.columns == columns:
+            self.host_tables = like.host_tables  # never written: see point_grads
+        else:
+            self.host_tables = _pinned(torch.tensor(columns, dtype=torch.int64), self.device)
         self.tables = _upload(self.host_tables, self.device)
-        self.tickets = _allocate_zeros(self.n_tensors, torch.int32, self.device)
+        self.tickets = torch.zeros(self.n_tensors, dtype=torch.int32, device=self.device)
         self.aligned = _aligned(columns)
 
     def point_grads(self, addresses: list[int]) -> None:
@@ -459,13 +463,12 @@ class _Launch:
         new = [addresses[i] for i in self.indices]
         if new == self.columns[_GRAD]:
             return
-        self.columns[_GRAD] = new
-        # A new host table rather than a write into the old one, which a copy may still read.
-        self.host_tables = _pinned(torch.tensor(self.columns, dtype=torch.int64), self.device)
-        self.tables.copy_(self.host_tables, non_blocking=True)
-        self.aligned = self.aligned and all(address % 16 == 0 for address in new)
-        if not self.aligned:
-            self.aligned = _aligned(self.columns)
+        columns = [*self.columns[:_GRAD], new, *self.columns[_GRAD + 1 :]]
+        # A new host table rather than a write into the old one, which a copy (or a
+        # captured graph) may still read; uploaded before anything here says it was.
+        host_tables = _pinned(torch.tensor(columns, dtype=torch.int64), self.device)
+        self.tables.copy_(host_tables, non_blocking=True)
+        self.columns, self.host_tables, self.aligned = columns, host_tables, _aligned(columns)
 
 
 def _pinned(values: Tensor, device: torch.device) -> Tensor:
@@ -474,46 +477,7 @@ def _pinned(values: Tensor, device: torch.device) -> Tensor:
 
 
 def _upload(host: Tensor, device: torch.device) -> Tensor:
-    """A device copy of a (pinned) host tensor, in memory no CUDA-graph pool owns."""
-    out = _allocate(host.shape, host.dtype, device)
-    out.copy_(host, non_blocking=True)
-    return out
-
-
-def _allocate_zeros(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    out = _allocate((n,), dtype, device)
-    out.zero_()
-    return out
-
-
-def _allocate(shape: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Device memory for the cached tables, kept out of the pools of CUDA graphs.
-
-    torch.compile's CUDA graphs (mode="reduce-overhead") warm up with every
-    allocation of the current stream drawn from their private pool, which they
-    later reclaim, whoever still holds it. Tables that outlive the call come
-    from a side stream's ordinary memory instead; the current stream, which
-    reads them, is recorded so the memory is not reused before it is done.
-    While a graph is being captured, the graph's own pool is the right place:
-    the tables are then part of that graph.
-    """
-    if device.type != "cuda" or torch.cuda.is_current_stream_capturing():
-        return torch.empty(shape, dtype=dtype, device=device)
-    user = torch.cuda.current_stream(device)
-    with torch.cuda.stream(_side_stream(device)):
-        out = torch.empty(shape, dtype=dtype, device=device)
-    out.record_stream(user)
-    return out
-
-
-_side_streams: dict[torch.device, Any] = {}
-
-
-def _side_stream(device: torch.device) -> Any:
-    stream = _side_streams.get(device)
-    if stream is None:
-        stream = _side_streams[device] = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
-    return stream
+    return host.to(device, non_blocking=True) if device.type == "cuda" else host.clone()
 
 
 def _aligned(columns: list[list[int]]) -> bool:
@@ -580,17 +544,17 @@ def fused_rmsprop(
         )  # fmt: skip
         return
     lr = hyper.lr
-    if isinstance(lr, Tensor) and lr.device != params[0].device:
-        hyper = hyper._replace(lr=lr.item())  # the kernel reads lr on the parameters' device
+    if isinstance(lr, Tensor) and lr.device.type != params[0].device.type:
+        hyper = hyper._replace(lr=lr.item())  # a host scalar: no sync
     centered, momentum = hyper.centered, hyper.momentum
     m = grad_avgs if centered else []
     b = momentum_buffers if momentum > 0 else []
     plan = _plan_for(params, grads, square_avgs, m, b, state_steps)
     for launch in plan.launches:
         _launch(launch, hyper, grad_scale, found_inf, stochastic_rounding)
-    # The kernel writes behind autograd's back: tell it, as an in-place op would, for
-    # the tensors a graph may have saved (state never enters one).
-    torch.autograd.graph.increment_version(params + grads if grad_scale is not None else params)
+    # The kernel writes behind autograd's back: tell it, as an in-place op would.
+    written = [*params, *square_avgs, *m, *b, *state_steps]
+    torch.autograd.graph.increment_version(written + grads if grad_scale is not None else written)
     if plan.rest:
         _foreach_rest(
             plan.rest, params, grads, square_avgs, m, b, state_steps, hyper, grad_scale, found_inf
@@ -610,10 +574,9 @@ def _plan_for(
     key = identity(params, square_avgs, grad_avgs, momentum_buffers, state_steps)
     if params[0].is_cuda and torch.cuda.is_current_stream_capturing():
         # Tables the graph owns (eager steps may move the cached ones' gradient rows),
-        # from the warm-up's pinned copies where they match: nothing is pinned mid-capture.
-        cached = _plans.get(key)
-        fresh = cached is not None and cached.grads == list(map(Tensor.data_ptr, grads))
-        plan = _build_plan(*lists, like=cached if fresh else None)
+        # sharing the warm-up plan's pinned copies where they match: its block tables
+        # always (they depend on sizes only), its address table if no gradient moved.
+        plan = _build_plan(*lists, like=_plans.get(key))
         _graph_plans.append(plan)
         return plan
     return cached_plan(_plans, key, grads, lambda: _build_plan(*lists))
@@ -697,10 +660,9 @@ def _launch(
     lr = hyper.lr
     lr_ptr = None
     if isinstance(lr, Tensor):
-        if lr.device == device and lr.dtype in _STEP_DTYPES:
-            lr_ptr, lr = lr, 0.0
-        else:
-            lr = float(lr.item())
+        # Read where it lies, so a captured graph sees later changes (and nothing syncs).
+        lr_ptr = lr if lr.dtype in _STEP_DTYPES else lr.float()
+        lr_ptr, lr = lr_ptr.to(device, non_blocking=True), 0.0
     if grad_scale is not None:
         grad_scale = grad_scale.to(device, torch.float32, non_blocking=True)
     if found_inf is not None:
@@ -792,6 +754,9 @@ def _foreach_rest(
     rest_grads = pick(grads)
     if not unscale_or_skip(rest_grads, grad_scale, found_inf):
         return
+    lr = hyper.lr
+    if isinstance(lr, Tensor) and any(params[i].device != lr.device for i in rest):
+        hyper = hyper._replace(lr=lr.item())  # foreach ops take it on their own device only
     _multi_tensor_rmsprop(
         pick(params), rest_grads, pick(square_avgs), pick(grad_avgs), pick(momentum_buffers),
         pick(state_steps), hyper, capturable=isinstance(hyper.lr, Tensor), differentiable=False,
@@ -813,7 +778,15 @@ _SCHEMA = (
 )
 
 
-@torch.library.custom_op("rmsprop::fused_step", mutates_args=_MUTATED, schema=_SCHEMA)
+# Not inside torch.compile's CUDA graphs (mode="reduce-overhead"): their pool reclaims
+# memory at checkpoints, and the step keeps device tables across calls. Graph
+# partitioning runs the op eagerly between the graphs instead (one launch anyway).
+_TAGS: dict[str, Any] = (
+    {"tags": (torch.Tag.cudagraph_unsafe,)} if hasattr(torch.Tag, "cudagraph_unsafe") else {}
+)
+
+
+@torch.library.custom_op("rmsprop::fused_step", mutates_args=_MUTATED, schema=_SCHEMA, **_TAGS)
 def _fused_step_op(
     params: list[Tensor],
     grads: list[Tensor],
