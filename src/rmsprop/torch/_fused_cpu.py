@@ -93,7 +93,7 @@ def _fused_cpu_rmsprop(
     _fused_cpu.run(tasks, [table for table, _ in plan.tables], threads)
     # The kernel writes behind autograd's back: tell it, as an in-place op would
     # (16-bit tensors are written back by copy_, which does).
-    torch.autograd.graph.increment_version(plan.written(params))
+    torch.autograd.graph.increment_version(plan.written(params, square_avgs, m, b))
 
 
 class _Plan:
@@ -124,9 +124,9 @@ class _Plan:
             table.addresses[_fused_cpu.GRAD] = [addresses[i] for i in indices]
         self.grads = addresses
 
-    def written(self, params: list[Tensor]) -> list[Tensor]:
-        """The parameters the tables update."""
-        return [params[i] for _, indices in self.tables for i in indices]
+    def written(self, *lists: list[Tensor]) -> list[Tensor]:
+        """The tensors of ``lists`` (parameters, then state) that the tables update."""
+        return [ts[i] for ts in lists for _, indices in self.tables for i in indices]
 
 
 # Plans keyed by the identity of the parameters and their state.
