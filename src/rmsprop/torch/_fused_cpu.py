@@ -126,7 +126,7 @@ class _Plan:
 
     def written(self, *lists: list[Tensor]) -> list[Tensor]:
         """The tensors of ``lists`` (parameters, then state) that the tables update."""
-        return [ts[i] for ts in lists for _, indices in self.tables for i in indices]
+        return [ts[i] for ts in lists if ts for _, indices in self.tables for i in indices]
 
 
 # Plans keyed by the identity of the parameters and their state.
