@@ -7,7 +7,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-__all__ = ["CommandError", "format_table", "non_negative_int", "positive_int"]
+__all__ = ["CommandError", "flavor_name", "format_table", "non_negative_int", "positive_int"]
 
 
 class CommandError(Exception):
@@ -23,6 +23,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def flavor_name(text: str) -> str:
+    """An argparse type: the name of a flavor."""
+    from rmsprop.flavors import FLAVORS
+
+    if text not in FLAVORS:
+        known = ", ".join(FLAVORS)
+        raise argparse.ArgumentTypeError(f"unknown flavor {text!r}; the known flavors are: {known}")
+    return text
 
 
 def non_negative_int(text: str) -> int:

@@ -10,8 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rmsprop.cli._common import CommandError, non_negative_int, positive_int
-from rmsprop.flavors import FLAVORS
+from rmsprop.cli._common import CommandError, flavor_name, non_negative_int, positive_int
 
 __all__ = ["DEFAULT_FLAVORS", "DEMO_PACKAGES", "add_parser", "run"]
 
@@ -41,13 +40,6 @@ minute on a 2-core CPU; --quick takes about ten seconds. The same seed gives
 the same numbers (wall times aside)."""
 
 
-def _flavor_name(text: str) -> str:
-    if text not in FLAVORS:
-        known = ", ".join(FLAVORS)
-        raise argparse.ArgumentTypeError(f"unknown flavor {text!r}; the known flavors are: {known}")
-    return text
-
-
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -71,7 +63,7 @@ def add_parser(subparsers: Any) -> None:
         "--flavor",
         dest="flavors",
         action="append",
-        type=_flavor_name,
+        type=flavor_name,
         metavar="NAME",
         help=(
             "an RMSprop flavor to compare; repeat for several "

@@ -6,16 +6,10 @@ import argparse
 import dataclasses
 from typing import Any
 
+from rmsprop.cli._common import flavor_name
 from rmsprop.flavors import FLAVORS, flavor_table
 
 __all__ = ["add_parser", "run"]
-
-
-def _flavor_name(text: str) -> str:
-    if text not in FLAVORS:
-        known = ", ".join(FLAVORS)
-        raise argparse.ArgumentTypeError(f"unknown flavor {text!r}; the known flavors are: {known}")
-    return text
 
 
 def add_parser(subparsers: Any) -> None:
@@ -29,7 +23,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "name",
         nargs="?",
-        type=_flavor_name,
+        type=flavor_name,
         help="show this flavor in full: every Config field, its source and notes",
     )
     parser.add_argument(

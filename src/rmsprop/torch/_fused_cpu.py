@@ -22,7 +22,7 @@ from torch import Tensor
 
 from rmsprop import _fused_cpu
 from rmsprop.torch._functional import Hyper, _single_tensor_rmsprop, _view_as_real
-from rmsprop.torch._plans import cached_plan, identity, same_dense_layout
+from rmsprop.torch._plans import cached_plan, identity, real_dtype, same_dense_layout
 
 # Real dtypes whose memory the kernel updates directly, and its dtype for them.
 _DIRECT = {torch.float32: np.float32, torch.float64: np.float64}
@@ -168,7 +168,7 @@ def _build_plan(
             and not (p.is_conj() or p.is_neg() or g.is_conj() or g.is_neg())
             and same_dense_layout(p, [g, *state])
         )
-        dtype = _real_dtype(p) if fits else None
+        dtype = real_dtype(p) if fits else None
         if fits and dtype in _DIRECT:
             by_dtype.setdefault(_DIRECT[dtype], []).append(i)
         elif fits and dtype in _CONVERTED and all(t.is_contiguous() for t in (p, g, *state)):
@@ -185,10 +185,6 @@ def _build_plan(
                 table.addresses[row] = [tensors[i].data_ptr() for i in indices]
         tables.append((table, indices))
     return _Plan(tables, converted, leftover)
-
-
-def _real_dtype(t: Tensor) -> torch.dtype:
-    return torch.view_as_real(t).dtype if t.is_complex() else t.dtype
 
 
 def _converted_task(

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
+import torch
 from torch import Tensor
 
-__all__ = ["Plan", "cached_plan", "identity", "same_dense_layout", "signature"]
+__all__ = ["Plan", "cached_plan", "identity", "real_dtype", "same_dense_layout", "signature"]
 
 # Plans kept per cache: one per param group and device, so enough for layer-wise
 # learning rates over a deep model; a plan holds no tensor, only small tables.
@@ -124,3 +125,8 @@ def same_dense_layout(p: Tensor, others: list[Tensor]) -> bool:
                 return False
             expected *= size
     return True
+
+
+def real_dtype(t: Tensor) -> torch.dtype:
+    """The dtype of t's memory as reals (a complex tensor holds pairs of them)."""
+    return torch.view_as_real(t).dtype if t.is_complex() else t.dtype

@@ -80,7 +80,7 @@ import torch
 from torch import Tensor
 
 from rmsprop.torch._functional import Hyper, _multi_tensor_rmsprop, unscale_or_skip
-from rmsprop.torch._plans import cached_plan, identity, same_dense_layout
+from rmsprop.torch._plans import cached_plan, identity, real_dtype, same_dense_layout
 
 try:
     import triton  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -629,7 +629,7 @@ def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tupl
         return None
     if any(t.device != device for t in (g, *state, step)):
         return None
-    param_dtype, grad_dtype, state_dtype = _real_dtype(p), _real_dtype(g), _real_dtype(state[0])
+    param_dtype, grad_dtype, state_dtype = real_dtype(p), real_dtype(g), real_dtype(state[0])
     if (
         param_dtype not in _TENSOR_DTYPES
         or grad_dtype not in _TENSOR_DTYPES
@@ -643,10 +643,6 @@ def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tupl
     ):
         return None
     return device, param_dtype, grad_dtype, state_dtype, step.dtype
-
-
-def _real_dtype(t: Tensor) -> torch.dtype:
-    return torch.view_as_real(t).dtype if t.is_complex() else t.dtype
 
 
 def _launch(
