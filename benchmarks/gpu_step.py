@@ -3,7 +3,8 @@
 Usage:
     python benchmarks/gpu_step.py                      # everything (torch.compile takes minutes)
     python benchmarks/gpu_step.py --shapes gpt2-124m --dtypes float32 --no-compile
-    python benchmarks/gpu_step.py --sweep              # the fused kernel's launch settings
+    python benchmarks/gpu_step.py --sweep --json sweep.json   # the kernel's launch settings
+    python benchmarks/gpu_step.py --launch-from sweep.json     # ...timed with the best of them
     python benchmarks/gpu_step.py --json out.json
 
 The engine is ``rmsprop.benchmark.cuda`` (its docstring says what is timed and
@@ -14,8 +15,10 @@ Markdown table per model shape. One process, one card: quote ratios from one run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from typing import Any
 
 from rmsprop.benchmark import cuda
 from rmsprop.benchmark._common import available, markdown_header, markdown_row
@@ -40,9 +43,28 @@ def main() -> None:
         help="compile torch's step only for models up to this many parameters",
     )  # fmt: skip
     parser.add_argument("--sweep", action="store_true", help="time fused launch settings only")
+    settings = parser.add_mutually_exclusive_group()
+    settings.add_argument(
+        "--launch", nargs=2, type=int, metavar=("BLOCK", "NUM_WARPS"),
+        help="launch the fused kernel with these settings instead of its own",
+    )  # fmt: skip
+    settings.add_argument(
+        "--launch-from", metavar="SWEEP_JSON",
+        help="launch the fused kernel with the fastest settings of a --sweep --json file",
+    )  # fmt: skip
     parser.add_argument("--print-each", action="store_true", help="print each table as it ends")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
+
+    launch: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    try:
+        if args.launch_from:
+            with open(args.launch_from) as f:
+                launch = cuda.launch_settings(*cuda.best_launch(json.load(f)["rows"]))
+        elif args.launch:
+            launch = cuda.launch_settings(*args.launch)
+    except (OSError, KeyError, ValueError) as error:
+        parser.error(f"no launch settings from {args.launch_from or args.launch}: {error!r}")
 
     import torch
 
@@ -51,18 +73,29 @@ def main() -> None:
             "benchmarks/gpu_step.py times the CUDA step and needs a CUDA GPU, but "
             "torch.cuda.is_available() is False (benchmarks/cpu_step.py times the CPU)"
         )
-    about = cuda.environment()
-    print(f"{about['card']}, {about['date']}; {about['versions']}", flush=True)
-    if args.sweep:
-        copy_tb_s = cuda.copy_bandwidth()
-        print(f"{args.shapes[0]}, copy {copy_tb_s:.2f} TB/s")
-        print(*markdown_header(cuda.SWEEP_COLUMNS), sep="\n", flush=True)
-        cuda.sweep_cuda(
-            args.shapes[0], args.dtypes, args.variants, steps=args.steps, warmup=args.warmup,
-            copy_tb_s=copy_tb_s,
-            on_row=lambda row: print(markdown_row(cuda.SWEEP_COLUMNS, row), flush=True),
-        )  # fmt: skip
-        return
+    with launch:
+        about = cuda.environment()
+        print(f"{about['card']}, {about['date']}; {about['versions']}; {about['launch']}")
+        rows = sweep(args) if args.sweep else compare(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({**about, "rows": rows}, f, indent=1)
+
+
+def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    copy_tb_s = cuda.copy_bandwidth()
+    print(f"{args.shapes[0]}, copy {copy_tb_s:.2f} TB/s")
+    print(*markdown_header(cuda.SWEEP_COLUMNS), sep="\n", flush=True)
+    rows = cuda.sweep_cuda(
+        args.shapes[0], args.dtypes, args.variants, steps=args.steps, warmup=args.warmup,
+        copy_tb_s=copy_tb_s,
+        on_row=lambda row: print(markdown_row(cuda.SWEEP_COLUMNS, row), flush=True),
+    )  # fmt: skip
+    print("fastest (BLOCK, NUM_WARPS): {}, {}".format(*cuda.best_launch(rows)))
+    return rows
+
+
+def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     wanted = [i for i in args.implementations if not (args.no_compile and i == "torch.compile")]
     names, skipped = available(wanted, "cuda")
     for name, why in skipped.items():
@@ -76,9 +109,7 @@ def main() -> None:
         if args.print_each else None,
     )  # fmt: skip
     print(cuda.markdown(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({**about, "rows": rows}, f, indent=1)
+    return rows
 
 
 if __name__ == "__main__":

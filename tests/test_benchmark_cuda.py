@@ -16,6 +16,7 @@ from rmsprop.benchmark import _common, cuda
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_step.py"
+CHECK = ROOT / "benchmarks" / "gpu_check.sh"
 TINY = [(64, 3), (5,)]
 
 
@@ -164,10 +165,12 @@ def test_optax_step_builder():
     assert after.shape == TINY[0] and not np.array_equal(after, before)
 
 
-def test_run_cuda_plans_rotates_and_compares(monkeypatch):
-    """The engine's loop, with the device faked: what is built, how rows are put together."""
+@pytest.fixture
+def fake_device(monkeypatch):
+    """A CUDA device with a terabyte free, 50 MiB of L2, copying at 2.0 then 1.5 TB/s,
+    on which the fused kernel runs and optax is not installed."""
     pytest.importorskip("torch")
-    import torch._dynamo
+    import torch
 
     from rmsprop.torch import _triton
 
@@ -180,6 +183,12 @@ def test_run_cuda_plans_rotates_and_compares(monkeypatch):
     monkeypatch.setitem(sys.modules, "optax", None)  # not installed
     copies = iter([2.0, 1.5])
     monkeypatch.setattr(cuda, "copy_bandwidth", lambda: next(copies))
+
+
+def test_run_cuda_plans_rotates_and_compares(fake_device, monkeypatch):
+    """The engine's loop, with the device faked: what is built, how rows are put together."""
+    import torch._dynamo
+
     built, limits = [], []
 
     def make_steps(name, model, dtype, variant, count):
@@ -225,6 +234,71 @@ def test_run_cuda_plans_rotates_and_compares(monkeypatch):
     assert rows[-1]["of_copy"] == pytest.approx(10 * 1_315_723_264 / 4e-3 / 1e12 / 2.0)
 
 
+def test_one_failing_implementation_is_logged_and_the_run_goes_on(fake_device, monkeypatch):
+    def make_steps(name, model, dtype, variant, count):
+        if name == "rmsprop fused":
+            raise RuntimeError("no kernel today")
+        return [lambda: None]
+
+    monkeypatch.setattr(cuda, "make_steps", make_steps)
+    monkeypatch.setattr(cuda, "time_cuda", lambda steps, repeats, warmup: {
+        "median_ms": 2.0, "wall_ms": 2.0, "first_s": 0.1,
+    })  # fmt: skip
+    lines = []
+    rows = cuda.run_cuda(
+        ["dqn-1m"], ["float32"], ["plain", "momentum"], ["rmsprop fused", "torch foreach"],
+        log=lines.append,
+    )  # fmt: skip
+    assert [(r["variant"], r["implementation"]) for r in rows] == [
+        ("plain", "torch foreach"), ("momentum", "torch foreach"),
+    ]  # fmt: skip
+    failed = [line for line in lines if "failed" in line]
+    assert failed == [
+        f"dqn-1m · float32 · {v} · rmsprop fused failed: RuntimeError('no kernel today')"
+        for v in ("plain", "momentum")
+    ]
+    assert rows[0]["vs_torch_foreach"] == 1.0
+
+
+def sweep_rows(times):
+    return [
+        {"dtype": d, "variant": v, "block": b, "warps": w, "median_ms": t}
+        for (d, v, b, w), t in times.items()
+    ]
+
+
+def test_best_launch_sums_over_every_comparison():
+    rows = sweep_rows({
+        ("float32", "plain", 2048, 8): 1.0, ("float32", "centered", 2048, 8): 3.0,
+        ("float32", "plain", 4096, 8): 1.5, ("float32", "centered", 4096, 8): 2.0,
+        ("float32", "plain", 8192, 16): 0.1,  # never timed centered: out of the running
+    })  # fmt: skip
+    assert cuda.best_launch(rows) == (4096, 8)
+    assert cuda.best_launch([rows[0], rows[2]]) == (2048, 8)
+    tie = sweep_rows({("float32", "plain", 1024, 4): 1.0, ("float32", "plain", 2048, 4): 1.0})
+    assert cuda.best_launch(tie) == (1024, 4)
+    for partial in [], [rows[0], rows[3]]:
+        with pytest.raises(ValueError, match="a setting timed in every comparison"):
+            cuda.best_launch(partial)
+
+
+def test_launch_settings_apply_inside_and_are_restored_after():
+    pytest.importorskip("torch")
+    from rmsprop.torch import _triton
+
+    kept = _triton.BLOCK, _triton.NUM_WARPS
+    _triton._plans["stale"] = None
+    with cuda.launch_settings(1024, 2):
+        assert (_triton.BLOCK, _triton.NUM_WARPS) == (1024, 2) and "stale" not in _triton._plans
+        assert cuda.environment()["launch"] == "BLOCK=1024, NUM_WARPS=2"
+        _triton._plans["cut with 1024"] = None
+    assert kept == (_triton.BLOCK, _triton.NUM_WARPS) and not _triton._plans
+    for block, warps in [(3000, 8), (4096, 0), (0, 4), (4096, 6)]:
+        with pytest.raises(ValueError, match="powers of two"):
+            cuda.launch_settings(block, warps)
+    assert kept == (_triton.BLOCK, _triton.NUM_WARPS)
+
+
 @pytest.mark.skipif(has_cuda(), reason="the error under test is for machines without a GPU")
 def test_the_engine_refuses_without_cuda():
     pytest.importorskip("torch")
@@ -237,12 +311,13 @@ def test_the_engine_refuses_without_cuda():
 def test_environment_names_the_card_date_and_versions():
     pytest.importorskip("torch")
     about = cuda.environment()
-    assert set(about) == {"card", "date", "versions"}
+    assert set(about) == {"card", "date", "versions", "launch"}
     assert about["card"] if has_cuda() else about["card"] == "no CUDA device"
     assert len(about["date"]) == 10 and about["date"][4] == "-"
     parts = about["versions"].split(", ")
     assert parts[0].startswith("Python") and parts[1].startswith("torch ")
     assert parts[2].startswith("CUDA ")
+    assert about["launch"].startswith("BLOCK=") and ", NUM_WARPS=" in about["launch"]
 
 
 # The script.
@@ -258,10 +333,23 @@ def test_script_keeps_its_flags():
     out = run_script("--help")
     assert out.returncode == 0, out.stderr
     for flag in ("--shapes", "--dtypes", "--variants", "--implementations", "--steps",
-                 "--warmup", "--no-compile", "--compile-max", "--sweep", "--print-each",
-                 "--json"):  # fmt: skip
+                 "--warmup", "--no-compile", "--compile-max", "--sweep", "--launch",
+                 "--launch-from", "--print-each", "--json"):  # fmt: skip
         assert flag in out.stdout
     assert "gpt2-124m" in out.stdout and "bfloat16" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--launch", "3000", "8"], "powers of two, got 3000 and 8"),
+        (["--launch-from", "no-such-sweep.json"], "No such file"),
+        (["--launch", "4096", "8", "--launch-from", "x.json"], "not allowed with argument"),
+    ],
+)
+def test_script_refuses_launch_settings_it_cannot_use(args, message):
+    out = run_script(*args)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
 def test_script_rejects_an_unknown_shape():
@@ -275,6 +363,38 @@ def test_script_without_cuda_is_one_clear_line():
     out = run_script("--shapes", "dqn-1m", "--no-compile")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "needs a CUDA GPU" in out.stderr and "benchmarks/cpu_step.py" in out.stderr
+
+
+def run_check(*parts: str, out: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
+    return subprocess.run(
+        ["bash", str(CHECK), *parts], capture_output=True, text=True, check=False, env=env
+    )
+
+
+def test_gpu_check_refuses_an_unknown_part_before_running_any(tmp_path):
+    out = run_check("sweep", "benchmark", out=tmp_path)
+    assert out.returncode == 2 and "unknown part 'benchmark'" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(has_cuda(), reason="checks the parts' flags by their no-GPU exit")
+def test_gpu_check_parts_pass_flags_the_benchmark_takes(tmp_path):
+    """Each part reaches the benchmark's CUDA check (exit 1), so its flags parsed; once a
+    sweep's rows are there, the later parts launch with their fastest settings."""
+    pytest.importorskip("torch")
+    rows = sweep_rows({("float32", "plain", 2048, 8): 1.0})
+    (tmp_path / "sweep.json").write_text(json.dumps({"rows": rows}))
+    out = run_check("sweep", "bench", "compile", out=tmp_path)
+    assert out.returncode == 0, out.stderr
+    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    assert [line.split(" after ")[0] for line in summary] == [
+        "sweep: exit 1", "bench: exit 1", "compile: exit 1",
+    ]  # fmt: skip
+    for part in ("sweep", "bench", "compile"):
+        log = (tmp_path / f"{part}.log").read_text()
+        assert "needs a CUDA GPU" in log, log
+        assert ("--launch-from" in log.splitlines()[0]) == (part != "sweep")
 
 
 # On a GPU.

@@ -38,7 +38,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from rmsprop.benchmark import _common
 from rmsprop.benchmark._common import VARIANTS, Column, Row, Shape, Step
@@ -53,9 +53,11 @@ __all__ = [
     "SHAPES",
     "SWEEP_COLUMNS",
     "VARIANTS",
+    "best_launch",
     "copy_bandwidth",
     "environment",
     "gpt_shapes",
+    "launch_settings",
     "make_row",
     "make_steps",
     "markdown",
@@ -279,13 +281,11 @@ def run_cuda(
                 count = rotation(set_bytes, free, l2_bytes)
                 if progress:
                     progress(f"{shape} · {dtype} · {variant} · {name} ({count} sets)")
-                built = make_steps(name, model, dtype, variant, count)
-                if name == "optax jit":
-                    first = _common.first_call_s(built[0])
-                    timing = {**_common.time_host(built, steps, warmup), "first_s": first}
-                else:
-                    timing = time_cuda(built, steps, warmup)
-                del built
+                try:
+                    timing = _time_one(name, model, dtype, variant, count, steps, warmup)
+                except Exception as error:  # one broken implementation must not end the run
+                    say(f"{shape} · {dtype} · {variant} · {name} failed: {error!r}")
+                    continue
                 measured.append(make_row(shape, dtype, variant, name, timing, copy_tb_s, count))
             _common.add_speedups(measured, REFERENCES)
             rows += measured
@@ -293,6 +293,59 @@ def run_cuda(
                 each_group(measured)
     say(f"device-to-device copy at the end: {copy_bandwidth():.2f} TB/s")
     return rows
+
+
+def _time_one(
+    name: str, model: Shape, dtype: str, variant: str, count: int, steps: int, warmup: int
+) -> dict[str, float]:
+    built = make_steps(name, model, dtype, variant, count)
+    if name == "optax jit":
+        first = _common.first_call_s(built[0])
+        return {**_common.time_host(built, steps, warmup), "first_s": first}
+    return time_cuda(built, steps, warmup)
+
+
+def launch_settings(block: int, warps: int) -> contextlib.AbstractContextManager[None]:
+    """Inside it, the fused kernel launches with ``block`` elements per program and
+    ``warps`` warps per program (plans cut with other settings are dropped on the way
+    in and out). Raises ValueError at once unless both are powers of two."""
+    if block <= 0 or block & (block - 1) or warps <= 0 or warps & (warps - 1):
+        raise ValueError(f"BLOCK and NUM_WARPS must be powers of two, got {block} and {warps}")
+    return _launch_settings(block, warps)
+
+
+@contextlib.contextmanager
+def _launch_settings(block: int, warps: int) -> Iterator[None]:
+    from rmsprop.torch import _triton
+
+    kept = _triton.BLOCK, _triton.NUM_WARPS
+    _triton.BLOCK, _triton.NUM_WARPS = block, warps
+    _triton._plans.clear()  # plans keep the block size they were cut with
+    try:
+        yield
+    finally:
+        _triton.BLOCK, _triton.NUM_WARPS = kept
+        _triton._plans.clear()
+
+
+def best_launch(rows: Iterable[Row]) -> tuple[int, int]:
+    """The (BLOCK, NUM_WARPS) of `sweep_cuda` rows with the least total median time, among
+    the settings timed in every comparison (dtype and variant) of the rows; the first on a tie.
+
+    >>> rows = [{"dtype": "float32", "variant": "plain", "block": b, "warps": w, "median_ms": t}
+    ...         for b, w, t in [(1024, 4, 3.0), (2048, 8, 2.0), (4096, 8, 2.5)]]
+    >>> best_launch(rows)
+    (2048, 8)
+    """
+    times: dict[tuple[int, int], dict[tuple[str, str], float]] = {}
+    for row in rows:
+        setting, comparison = (row["block"], row["warps"]), (row["dtype"], row["variant"])
+        times.setdefault(setting, {})[comparison] = row["median_ms"]
+    comparisons = set().union(*times.values())
+    complete = [setting for setting, timed in times.items() if set(timed) == comparisons]
+    if not complete:
+        raise ValueError("best_launch needs a setting timed in every comparison of the rows")
+    return min(complete, key=lambda setting: sum(times[setting].values()))
 
 
 def sweep_cuda(
@@ -314,32 +367,25 @@ def sweep_cuda(
     """
     import torch
 
-    from rmsprop.torch import _triton
-
     if not torch.cuda.is_available():
         raise RuntimeError("sweep_cuda times a CUDA device, and torch sees none here")
     copy_tb_s = copy_bandwidth() if copy_tb_s is None else copy_tb_s
-    kept = _triton.BLOCK, _triton.NUM_WARPS
     rows = []
-    try:
-        for dtype in DTYPES if dtypes is None else dtypes:
-            for variant in VARIANTS if variants is None else variants:
-                sets = _common.parameter_sets(SHAPES[shape], getattr(torch, dtype), 1)
-                for block, warps in settings:
-                    _triton.BLOCK, _triton.NUM_WARPS = block, warps
-                    _triton._plans.clear()  # plans keep the block size they were cut with
+    for dtype in DTYPES if dtypes is None else dtypes:
+        for variant in VARIANTS if variants is None else variants:
+            sets = _common.parameter_sets(SHAPES[shape], getattr(torch, dtype), 1)
+            for block, warps in settings:
+                with launch_settings(block, warps):
                     step = _common.torch_step("rmsprop fused", sets[0], VARIANTS[variant].options)
                     timing = time_cuda([step], steps, warmup)
-                    row = make_row(shape, dtype, variant, "rmsprop fused", timing, copy_tb_s)
-                    row |= {"block": block, "warps": warps}
-                    rows.append(row)
-                    if on_row:
-                        on_row(row)
-                del sets
-                torch.cuda.empty_cache()
-    finally:
-        _triton.BLOCK, _triton.NUM_WARPS = kept
-        _triton._plans.clear()
+                    del step
+                row = make_row(shape, dtype, variant, "rmsprop fused", timing, copy_tb_s)
+                row |= {"block": block, "warps": warps}
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+            del sets
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -382,8 +428,11 @@ def _details(row: Row) -> str:
 
 
 def environment() -> dict[str, str]:
-    """The card, today's date and the versions that matter, for the record of a run."""
+    """The card, today's date, the versions that matter and the fused kernel's launch
+    settings, for the record of a run."""
     import torch
+
+    from rmsprop.torch import _triton
 
     found = _common.versions(["torch", "triton", "rmsprop", "jax", "optax"])
     found.insert(2, f"CUDA {torch.version.cuda}")  # after Python and torch
@@ -391,6 +440,7 @@ def environment() -> dict[str, str]:
         "card": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device",
         "date": datetime.date.today().isoformat(),
         "versions": ", ".join(found),
+        "launch": f"BLOCK={_triton.BLOCK}, NUM_WARPS={_triton.NUM_WARPS}",
     }
 
 

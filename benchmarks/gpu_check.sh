@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Everything one GPU session must show of the fused CUDA kernel, in one call of under
+# nine minutes: most important first, each part under its own time limit, so what ran
+# comes back even when a later part runs long.
+#
+#   tests    the gpu-marked tests: the kernel on CUDA for every rule and dtype, CUDA
+#            graphs, GradScaler, torch.compile, a tensor of more than 2**31 elements
+#   sweep    the kernel's launch settings (BLOCK, NUM_WARPS) at 1.3B parameters
+#   bench    every shape, dtype, variant and implementation but torch.compile, the
+#            kernel launched with the sweep's fastest settings (or its own, unswept)
+#   compile  torch.compile beside the fused kernel and torch foreach, float32, at
+#            124M parameters (the comparison the bench part leaves out)
+#
+# Usage:  bash benchmarks/gpu_check.sh [PART ...]      (default: all four, in that order)
+# Each part writes PART.log (and bench, sweep, compile a PART.json of rows) to $OUT,
+# or to ./gpu-check where OUT is unset, and summary.txt says how each part ended
+# (124: stopped at its time limit). Runs from a checkout: rmsprop need not be installed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu-check}
+mkdir -p "$out"
+python=${PYTHON:-python3}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+bench=(benchmarks/gpu_step.py --steps 30 --warmup 3 --print-each)
+
+launch=()  # the sweep's fastest settings once it ran, else the kernel's own
+
+run_part() {  # run_part NAME SECONDS COMMAND...: one part, its log and its line in the summary
+    local name=$1 seconds=$2 start=$SECONDS status
+    shift 2
+    echo "== $name (at most ${seconds} s): $*" | tee "$out/$name.log"
+    timeout --kill-after=10 "$seconds" "$@" >>"$out/$name.log" 2>&1
+    status=$?
+    echo "$name: exit $status after $((SECONDS - start)) s" | tee -a "$out/summary.txt"
+}
+
+parts=("$@")
+[[ ${#parts[@]} -gt 0 ]] || parts=(tests sweep bench compile)
+for part in "${parts[@]}"; do
+    [[ $part =~ ^(tests|sweep|bench|compile)$ ]] ||
+        { echo "unknown part '$part': choose from tests, sweep, bench, compile" >&2; exit 2; }
+done
+: >"$out/summary.txt"
+for part in "${parts[@]}"; do
+    [[ -s $out/sweep.json ]] && launch=(--launch-from "$out/sweep.json")
+    case $part in
+        tests) run_part tests 150 "$python" -m pytest tests -m gpu -p no:cacheprovider -q -rfEs \
+            --durations=15 ;;
+        sweep) run_part sweep 75 "$python" "${bench[@]}" --sweep --shapes gpt-1.3b \
+            --dtypes float32 --variants plain centered+momentum --json "$out/sweep.json" ;;
+        bench) run_part bench 180 "$python" "${bench[@]}" --no-compile "${launch[@]}" \
+            --json "$out/bench.json" ;;
+        compile) run_part compile 150 "$python" "${bench[@]}" "${launch[@]}" --dtypes float32 \
+            --shapes gpt2-124m --implementations "rmsprop fused" "torch foreach" \
+            torch.compile --json "$out/compile.json" ;;
+    esac
+done
+cat "$out/summary.txt"
