@@ -11,6 +11,7 @@ rule in one pass over memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -39,6 +40,32 @@ class Hyper(NamedTuple):
     weight_decay: float
     decoupled_weight_decay: bool
     maximize: bool
+
+
+class StepTensors(NamedTuple):
+    """One step's tensor lists: entry i of each belongs to parameter i.
+
+    ``grad_avgs`` is empty unless the rule is centered, ``momentum_buffers``
+    unless it has momentum; ``state_steps`` are the step counts.
+    """
+
+    params: list[Tensor]
+    grads: list[Tensor]
+    square_avgs: list[Tensor]
+    grad_avgs: list[Tensor]
+    momentum_buffers: list[Tensor]
+    state_steps: list[Tensor]
+
+    def pick(self, indices: Sequence[int]) -> StepTensors:
+        """The lists of the parameters at ``indices`` only (an empty list stays empty)."""
+        return StepTensors(*([ts[i] for i in indices] if ts else [] for ts in self))
+
+    def used_by(self, hyper: Hyper) -> StepTensors:
+        """These lists, with the ones ``hyper``'s rule doesn't use emptied."""
+        return self._replace(
+            grad_avgs=self.grad_avgs if hyper.centered else [],
+            momentum_buffers=self.momentum_buffers if hyper.momentum > 0 else [],
+        )
 
 
 def rmsprop(
@@ -94,18 +121,18 @@ def rmsprop(
         lr, decay, eps, eps_in_sqrt, centered, momentum, nesterov, lr_in_momentum,
         bias_correction, weight_decay, decoupled_weight_decay, maximize,
     )  # fmt: skip
-    lists = (params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
+    tensors = StepTensors(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
     if fused:
         if differentiable:
             raise RuntimeError("the fused kernels do not support differentiable=True")
-        _fused_rmsprop(*lists, hyper, grad_scale, found_inf, stochastic_rounding)
+        _fused_rmsprop(tensors, hyper, grad_scale, found_inf, stochastic_rounding)
         return
     if stochastic_rounding:
         raise ValueError("stochastic_rounding=True needs the fused Triton kernel (fused=True)")
     if not unscale_or_skip(grads, grad_scale, found_inf):
         return
     impl = _multi_tensor_rmsprop if foreach else _single_tensor_rmsprop
-    impl(*lists, hyper, capturable=capturable, differentiable=differentiable)
+    impl(tensors, hyper, capturable=capturable, differentiable=differentiable)
 
 
 def fused_unsupported_reason(params: list[Tensor]) -> str:
@@ -154,44 +181,35 @@ def _triton() -> Any:
 
 
 def _fused_rmsprop(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    state_steps: list[Tensor],
+    tensors: StepTensors,
     hyper: Hyper,
     grad_scale: Tensor | None,
     found_inf: Tensor | None,
     stochastic_rounding: bool,
 ) -> None:
     """Runs each device type's tensors through its fused kernel."""
-    lists: tuple[list[Tensor], ...] = (
-        params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps
-    )  # fmt: skip
-    device_types = _device_types(params)
+    device_types = _device_types(tensors.params)
     for device_type in device_types:
-        if len(device_types) == 1:
-            picked = lists
-        else:
-            keep = [i for i, p in enumerate(params) if p.device.type == device_type]
-            picked = tuple([ts[i] for i in keep] if ts else [] for ts in lists)
+        picked = tensors
+        if len(device_types) > 1:
+            picked = tensors.pick(
+                [i for i, p in enumerate(tensors.params) if p.device.type == device_type]
+            )
         reason = _unsupported_on(device_type)
         if reason:
             raise RuntimeError(reason)
         if _triton_serves(device_type):
-            _triton().fused_rmsprop(*picked, hyper, grad_scale, found_inf, stochastic_rounding)
+            _triton().fused_rmsprop(picked, hyper, grad_scale, found_inf, stochastic_rounding)
             continue
         if stochastic_rounding:
             raise ValueError(
                 "stochastic_rounding=True needs the fused Triton kernel, which runs on CUDA tensors"
             )
-        if unscale_or_skip(picked[1], grad_scale, found_inf):
+        if unscale_or_skip(picked.grads, grad_scale, found_inf):
             # Imported on first use: it loads Numba, which plain torch users never need.
             from rmsprop.torch._fused_cpu import _fused_cpu_rmsprop
 
-            p, g, v, m, b, steps = picked
-            _fused_cpu_rmsprop(p, g, v, m, b, steps, hyper)
+            _fused_cpu_rmsprop(picked, hyper)
 
 
 def unscale_or_skip(
@@ -225,12 +243,7 @@ def _bias_correction(decay: float, step: Tensor, dtype: torch.dtype, capturable:
 
 
 def _single_tensor_rmsprop(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    state_steps: list[Tensor],
+    tensors: StepTensors,
     hyper: Hyper,
     *,
     capturable: bool,
@@ -240,6 +253,7 @@ def _single_tensor_rmsprop(
         lr, decay, eps, eps_in_sqrt, centered, momentum, nesterov, lr_in_momentum,
         bias_correction, weight_decay, decoupled_weight_decay, maximize,
     ) = hyper  # fmt: skip
+    params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps = tensors
     tensor_lr = isinstance(lr, Tensor)
     for i, param in enumerate(params):
         grad = grads[i]
@@ -312,12 +326,7 @@ def _single_tensor_rmsprop(
 
 
 def _multi_tensor_rmsprop(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    state_steps: list[Tensor],
+    tensors: StepTensors,
     hyper: Hyper,
     *,
     capturable: bool,
@@ -327,14 +336,12 @@ def _multi_tensor_rmsprop(
         lr, decay, eps, eps_in_sqrt, centered, momentum, nesterov, lr_in_momentum,
         bias_correction, weight_decay, decoupled_weight_decay, maximize,
     ) = hyper  # fmt: skip
-    if not params:
+    if not tensors.params:
         return
     if differentiable:
         raise RuntimeError("foreach=True does not support differentiable=True")
     tensor_lr = isinstance(lr, Tensor)
-    groups = torch.optim.Optimizer._group_tensors_by_device_and_dtype(
-        [params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps]  # type: ignore[list-item]
-    )
+    groups = torch.optim.Optimizer._group_tensors_by_device_and_dtype(list(tensors))  # type: ignore[arg-type]
     for (group_params, group_grads, group_v, group_m, group_b, group_steps), _ in groups.values():
         params_: list[Any] = list(group_params)
         grads_: list[Any] = list(group_grads)

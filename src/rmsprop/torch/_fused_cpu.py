@@ -21,7 +21,12 @@ import torch
 from torch import Tensor
 
 from rmsprop import _fused_cpu
-from rmsprop.torch._functional import Hyper, _single_tensor_rmsprop, _view_as_real
+from rmsprop.torch._functional import (
+    Hyper,
+    StepTensors,
+    _single_tensor_rmsprop,
+    _view_as_real,
+)
 from rmsprop.torch._plans import cached_plan, identity, real_dtype, same_dense_layout
 
 # Real dtypes whose memory the kernel updates directly, and its dtype for them.
@@ -42,39 +47,21 @@ def unsupported_reason(device_type: str) -> str:
     return ""
 
 
-def _fused_cpu_rmsprop(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    state_steps: list[Tensor],
-    hyper: Hyper,
-) -> None:
-    if not params:
+def _fused_cpu_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:
+    if not tensors.params:
         return
     if not _fused_cpu.AVAILABLE:
         raise RuntimeError(_fused_cpu.WHY_UNAVAILABLE)
     hyper = hyper._replace(lr=float(hyper.lr))
     threads = _fused_cpu.num_threads()  # a bad RMSPROP_NUM_THREADS fails before any write
-    m = grad_avgs if hyper.centered else []
-    b = momentum_buffers if hyper.momentum > 0 else []
+    tensors = tensors.used_by(hyper)
+    params, grads, square_avgs, m, b, state_steps = tensors
     key = identity(params, square_avgs, m, b, state_steps)
-    plan = cached_plan(_plans, key, grads, lambda: _build_plan(params, grads, square_avgs, m, b))
+    plan = cached_plan(_plans, key, grads, lambda: _build_plan(tensors))
 
     if plan.leftover:  # first: if it raises, the kernel's tensors are still untouched
-        pick = plan.leftover
-        _single_tensor_rmsprop(
-            [params[i] for i in pick],
-            [grads[i] for i in pick],
-            [square_avgs[i] for i in pick],
-            [m[i] for i in pick] if m else [],
-            [b[i] for i in pick] if b else [],
-            [state_steps[i] for i in pick],
-            hyper,
-            capturable=False,
-            differentiable=False,
-        )
+        picked = tensors.pick(plan.leftover)
+        _single_tensor_rmsprop(picked, hyper, capturable=False, differentiable=False)
     counted = [state_steps[i] for i in plan.counted]
     if counted:
         torch._foreach_add_(counted, _ONE, alpha=1.0)
@@ -86,10 +73,7 @@ def _fused_cpu_rmsprop(
                 bias = (_fused_cpu.bias(hyper.decay, state_steps[i].item()) for i in indices)
             table.set_coefficients(c, bias)
         plan.rule = None if hyper.bias_correction else hyper
-    tasks = [
-        _converted_task(params, grads, square_avgs, m, b, state_steps, i, hyper)
-        for i in plan.converted
-    ]
+    tasks = [_converted_task(tensors, i, hyper) for i in plan.converted]
     _fused_cpu.run(tasks, [table for table, _ in plan.tables], threads)
     # The kernel writes behind autograd's back: tell it, as an in-place op would
     # (16-bit tensors are written back by copy_, which does).
@@ -133,17 +117,12 @@ class _Plan:
 _plans: OrderedDict[tuple[Any, ...], _Plan] = OrderedDict()
 
 
-def _build_plan(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-) -> _Plan:
+def _build_plan(tensors: StepTensors) -> _Plan:
+    params, grads, square_avgs, grad_avgs, momentum_buffers, _ = tensors
     named = {"square_avgs": square_avgs, "grad_avgs": grad_avgs}
     named["momentum_buffers"] = momentum_buffers
-    for name, tensors in named.items():
-        for i, t in enumerate(tensors):
+    for name, listed in named.items():
+        for i, t in enumerate(listed):
             if t.shape != params[i].shape:  # the kernel would write past its end
                 raise ValueError(
                     f"{name}[{i}] has shape {tuple(t.shape)}, "
@@ -180,27 +159,17 @@ def _build_plan(
         numels = [params[i].numel() * (2 if params[i].is_complex() else 1) for i in indices]
         table = _fused_cpu.Table(dtype, numels, bool(grad_avgs), bool(momentum_buffers))
         rows = [params, grads, square_avgs, grad_avgs, momentum_buffers]
-        for row, tensors in enumerate(rows):
-            if tensors:
-                table.addresses[row] = [tensors[i].data_ptr() for i in indices]
+        for row, listed in enumerate(rows):
+            if listed:
+                table.addresses[row] = [listed[i].data_ptr() for i in indices]
         tables.append((table, indices))
     return _Plan(tables, converted, leftover)
 
 
-def _converted_task(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    state_steps: list[Tensor],
-    i: int,
-    hyper: Hyper,
-) -> _fused_cpu.Task:
+def _converted_task(tensors: StepTensors, i: int, hyper: Hyper) -> _fused_cpu.Task:
     """A 16-bit tensor's step: flat views of its memory, float32 coefficients."""
-    tensors = [params[i], grads[i], square_avgs[i]]
-    tensors += [ts[i] if ts else None for ts in (grad_avgs, momentum_buffers)]  # type: ignore[misc]
-    flat = [None if t is None else _view_as_real(t.detach())[0].view(-1) for t in tensors]
+    *lists, state_steps = tensors  # θ, g, v, then m and b where the rule has them
+    flat = [_view_as_real(ts[i].detach())[0].view(-1) if ts else None for ts in lists]
     step = state_steps[i].item() if hyper.bias_correction else 1
     return _fused_cpu.task(flat, _coefficients(hyper, step, np.float32), _copy)
 

@@ -79,7 +79,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rmsprop.torch._functional import Hyper, _multi_tensor_rmsprop, unscale_or_skip
+from rmsprop.torch._functional import (
+    Hyper,
+    StepTensors,
+    _multi_tensor_rmsprop,
+    unscale_or_skip,
+)
 from rmsprop.torch._plans import cached_plan, identity, real_dtype, same_dense_layout
 
 try:
@@ -512,12 +517,7 @@ _graph_plans: list[_Plan] = []
 
 
 def fused_rmsprop(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    state_steps: list[Tensor],
+    tensors: StepTensors,
     hyper: Hyper,
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
@@ -525,74 +525,54 @@ def fused_rmsprop(
 ) -> None:
     """The fused step on CUDA tensors (or, interpreted, CPU tensors): updates everything in place.
 
-    ``grad_avgs`` is empty unless ``hyper.centered``, ``momentum_buffers``
-    unless ``hyper.momentum > 0``; ``state_steps`` are the step counts, on the
-    parameters' device. ``hyper.lr`` may be a tensor on that device (the kernel
-    reads it, so a captured graph sees later changes). Tensors the kernel
-    can't take (other dtypes, layouts or devices) go through the foreach path,
-    same rule.
+    ``tensors.state_steps`` are on the parameters' device. ``hyper.lr`` may
+    be a tensor on that device (the kernel reads it, so a captured graph sees
+    later changes). Tensors the kernel can't take (other dtypes, layouts or
+    devices) go through the foreach path, same rule.
     """
-    if not params:
+    if not tensors.params:
         return
     if torch.compiler.is_compiling():
         # One opaque op for the compiler; its body is the eager step below.
         lr = hyper.lr
         lr_value, lr_tensor = (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
         torch.ops.rmsprop.fused_step(
-            params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps,
-            lr_value, lr_tensor, *hyper[1:], grad_scale, found_inf, stochastic_rounding,
-        )  # fmt: skip
+            *tensors, lr_value, lr_tensor, *hyper[1:], grad_scale, found_inf, stochastic_rounding
+        )
         return
     lr = hyper.lr
-    if isinstance(lr, Tensor) and lr.device.type != params[0].device.type:
+    if isinstance(lr, Tensor) and lr.device.type != tensors.params[0].device.type:
         hyper = hyper._replace(lr=lr.item())  # a host scalar: no sync
-    centered, momentum = hyper.centered, hyper.momentum
-    m = grad_avgs if centered else []
-    b = momentum_buffers if momentum > 0 else []
-    plan = _plan_for(params, grads, square_avgs, m, b, state_steps)
+    tensors = tensors.used_by(hyper)
+    plan = _plan_for(tensors)
     for launch in plan.launches:
         _launch(launch, hyper, grad_scale, found_inf, stochastic_rounding)
     # The kernel writes behind autograd's back: tell it, as an in-place op would.
+    params, grads, square_avgs, m, b, state_steps = tensors
     written = [*params, *square_avgs, *m, *b, *state_steps]
     torch.autograd.graph.increment_version(written + grads if grad_scale is not None else written)
     if plan.rest:
-        _foreach_rest(
-            plan.rest, params, grads, square_avgs, m, b, state_steps, hyper, grad_scale, found_inf
-        )  # fmt: skip
+        _foreach_rest(tensors.pick(plan.rest), hyper, grad_scale, found_inf)
 
 
-def _plan_for(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    state_steps: list[Tensor],
-) -> _Plan:
+def _plan_for(tensors: StepTensors) -> _Plan:
     """The cached plan for these tensors, its gradient rows updated; built when new."""
-    lists = (params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
+    params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps = tensors
     key = identity(params, square_avgs, grad_avgs, momentum_buffers, state_steps)
     if params[0].is_cuda and torch.cuda.is_current_stream_capturing():
         # Tables the graph owns (eager steps may move the cached ones' gradient rows),
         # sharing the warm-up plan's pinned copies where they match: its block tables
         # always (they depend on sizes only), its address table if no gradient moved.
-        plan = _build_plan(*lists, like=_plans.get(key))
+        plan = _build_plan(tensors, like=_plans.get(key))
         _graph_plans.append(plan)
         return plan
-    return cached_plan(_plans, key, grads, lambda: _build_plan(*lists))
+    return cached_plan(_plans, key, grads, lambda: _build_plan(tensors))
 
 
-def _build_plan(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    state_steps: list[Tensor],
-    like: _Plan | None = None,
-) -> _Plan:
+def _build_plan(tensors: StepTensors, like: _Plan | None = None) -> _Plan:
     """Groups the tensors into launches; with ``like``, an eager plan of the same tensors,
     reusing its host tables and block tables wherever they match."""
+    params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps = tensors
     groups: dict[tuple[Any, ...], list[int]] = {}
     rest = []
     for i, p in enumerate(params):
@@ -732,31 +712,17 @@ class _CurrentDevice:
 
 
 def _foreach_rest(
-    rest: list[int],
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    state_steps: list[Tensor],
-    hyper: Hyper,
-    grad_scale: Tensor | None,
-    found_inf: Tensor | None,
+    rest: StepTensors, hyper: Hyper, grad_scale: Tensor | None, found_inf: Tensor | None
 ) -> None:
-
-    def pick(tensors: list[Tensor]) -> list[Tensor]:
-        return [tensors[i] for i in rest] if tensors else []
-
-    rest_grads = pick(grads)
-    if not unscale_or_skip(rest_grads, grad_scale, found_inf):
+    """The step's tensors the kernel can't take, through the foreach path."""
+    if not unscale_or_skip(rest.grads, grad_scale, found_inf):
         return
     lr = hyper.lr
-    if isinstance(lr, Tensor) and any(params[i].device != lr.device for i in rest):
+    if isinstance(lr, Tensor) and any(p.device != lr.device for p in rest.params):
         hyper = hyper._replace(lr=lr.item())  # foreach ops take it on their own device only
     _multi_tensor_rmsprop(
-        pick(params), rest_grads, pick(square_avgs), pick(grad_avgs), pick(momentum_buffers),
-        pick(state_steps), hyper, capturable=isinstance(hyper.lr, Tensor), differentiable=False,
-    )  # fmt: skip
+        rest, hyper, capturable=isinstance(hyper.lr, Tensor), differentiable=False
+    )
 
 
 # The step as one custom op, for torch.compile: opaque, mutating its tensor lists. Its
@@ -796,10 +762,8 @@ def _fused_step_op(
 ) -> None:
     *rule, grad_scale, found_inf, stochastic_rounding = rest
     hyper = Hyper(lr if lr_tensor is None else lr_tensor, *rule)
-    fused_rmsprop(
-        params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps,
-        hyper, grad_scale, found_inf, stochastic_rounding,
-    )  # fmt: skip
+    tensors = StepTensors(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
+    fused_rmsprop(tensors, hyper, grad_scale, found_inf, stochastic_rounding)
 
 
 @_fused_step_op.register_fake  # type: ignore[misc]
