@@ -327,8 +327,10 @@ def test_layouts_alignments_and_dtypes_the_kernel_cannot_take(device):
         results.append(params)
     assert_close(*results, **FLOAT32)
     assert plan.rest == [2, 3]
-    assert sorted(i for launch in plan.launches for i in launch.indices) == [0, 1, 4]
-    assert not any(launch.aligned for launch in plan.launches if 1 in launch.indices)
+    # The misaligned parameter has a launch of its own: the others keep 16-byte accesses.
+    assert {tuple(launch.indices): launch.aligned for launch in plan.launches} == {
+        (0, 4): True, (1,): False,
+    }  # fmt: skip
 
 
 @interpreted_or_cuda

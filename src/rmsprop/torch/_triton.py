@@ -22,15 +22,17 @@ interpreter compute the same values. The single-tensor path agrees to float32
 rounding: torch's own kernels fuse some multiply-adds.
 
 **One launch.** Every tensor of a (device, parameter dtype, gradient dtype,
-state dtype) group is reached through a device table of addresses, one row
+state dtype, 16-byte alignment) group is reached through a device table of addresses, one row
 per kind (θ, g, v, m, b, step, element count) and one column per tensor, and
 a block table mapping each program to (tensor, chunk). Both are built once and
 cached, keyed by the sizes and addresses of the parameters and their state; when only
 the gradients moved (``zero_grad(set_to_none=True)`` may reallocate them),
 only their row is uploaded again. Offsets are 64-bit (tensors over 2³¹
 elements). Each program updates ``BLOCK`` elements; full blocks run an
-unmasked body (16-byte vector loads when every address is 16-byte aligned),
-the last block of each tensor a masked one.
+unmasked body (16-byte vector loads when every address is 16-byte aligned:
+a parameter or state off that alignment, such as a view into a flat buffer,
+is launched apart with the others like it), the last block of each tensor a
+masked one.
 
 **The variants** are compile-time switches (``tl.constexpr``), so each
 compiled kernel holds only the operations its rule needs.
@@ -435,7 +437,7 @@ class _Launch:
         like: _Launch | None = None,
     ) -> None:
         self.indices = indices
-        self.device, self.param_dtype, self.grad_dtype, self.state_dtype, self.step_dtype = key
+        self.device, self.param_dtype, self.grad_dtype, self.state_dtype, self.step_dtype = key[:5]
         self.columns = columns
         self.block = BLOCK  # the tables below are cut in blocks of this size
         self.n_tensors = len(indices)
@@ -603,7 +605,12 @@ def _build_plan(tensors: StepTensors, like: _Plan | None = None) -> _Plan:
 
 
 def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tuple[Any, ...] | None:
-    """(device, parameter, gradient, state and step dtypes) if the kernel takes p, else None."""
+    """(device, parameter, gradient, state and step dtypes, whether p and its state are
+    16-byte aligned) if the kernel takes p, else None.
+
+    Alignment is part of the key so that one tensor off it (a view into a flat
+    buffer, say) costs its own launch scalar accesses, not everyone's.
+    """
     device = p.device
     if unsupported_reason(device.type):
         return None
@@ -622,7 +629,8 @@ def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tupl
         or not same_dense_layout(p, [g, *state])
     ):
         return None
-    return device, param_dtype, grad_dtype, state_dtype, step.dtype
+    aligned = all(t.data_ptr() % 16 == 0 for t in (p, *state))
+    return device, param_dtype, grad_dtype, state_dtype, step.dtype, aligned
 
 
 def _launch(
