@@ -24,6 +24,8 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 bench=(benchmarks/gpu_step.py --steps 30 --warmup 3 --print-each)
 
 launch=()  # the sweep's fastest settings once it ran, else the kernel's own
+workers=()  # the tests compile dozens of kernel variants: in parallel where pytest-xdist is
+"$python" -c "import xdist" 2>/dev/null && workers=(-n 8)
 
 run_part() {  # run_part NAME SECONDS COMMAND...: one part, its log and its line in the summary
     local name=$1 seconds=$2 start=$SECONDS status
@@ -45,7 +47,7 @@ for part in "${parts[@]}"; do
     [[ -s $out/sweep.json ]] && launch=(--launch-from "$out/sweep.json")
     case $part in
         tests) run_part tests 150 "$python" -m pytest tests -m gpu -p no:cacheprovider -q -rfEs \
-            --durations=15 ;;
+            --durations=15 "${workers[@]}" ;;
         sweep) run_part sweep 75 "$python" "${bench[@]}" --sweep --shapes gpt-1.3b \
             --dtypes float32 --variants plain centered+momentum --json "$out/sweep.json" ;;
         bench) run_part bench 180 "$python" "${bench[@]}" --no-compile "${launch[@]}" \
