@@ -109,6 +109,8 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.print_each else None,
     )  # fmt: skip
     print(cuda.markdown(rows))
+    print("\nThe fused kernel's targets, judged on this run's rows:\n")
+    print(cuda.verdicts_markdown(rows))
     return rows
 
 

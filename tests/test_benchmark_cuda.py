@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import types
@@ -132,6 +133,57 @@ def test_markdown_and_json_from_timings():
     assert json.loads(json.dumps(rows)) == rows
     headers, _ = _common.terminal_table(cuda.COLUMNS, rows)
     assert "wall ms" in headers and "× compile" in headers and "first s" in headers
+
+
+def rows_of(shape, dtype, times, **extra):
+    """One comparison's rows on ``shape`` from implementation -> median ms."""
+    rows = [
+        cuda.make_row(
+            shape, dtype, "plain", name, {"median_ms": ms, "wall_ms": ms, "first_s": 0}, 3.0
+        )
+        for name, ms in times.items()
+    ]
+    _common.add_speedups(rows, cuda.REFERENCES)
+    return rows
+
+
+def test_verdicts_judge_each_target_on_the_worst_fused_row_per_dtype():
+    rows = [
+        *rows_of("gpt-1.3b", "float32", {"rmsprop fused": 10.0, "torch foreach": 31.0}),
+        *rows_of("gpt-1.3b", "bfloat16", {"rmsprop fused": 10.0, "torch foreach": 29.0}),
+        *rows_of("gpt2-124m", "float32", {"rmsprop fused": 1.0, "torch.compile": 1.0}),
+        *rows_of("dqn-1m", "float32", {"rmsprop fused": 0.1, "torch foreach": 0.1}),
+    ]
+    by_claim = {(v["claim"], v["dtype"]): v for v in cuda.verdicts(rows)}
+    assert len(by_claim) == 2 * len(cuda.TARGETS)
+    three_x = "≥ 3.0× torch foreach at 1.3B, every variant"
+    assert by_claim[three_x, "float32"]["met"] is True
+    assert by_claim[three_x, "bfloat16"]["met"] is False  # 2.9×
+    assert by_claim[three_x, "bfloat16"]["worst"] == pytest.approx(2.9)
+    assert by_claim[three_x, "bfloat16"]["where"] == "gpt-1.3b plain"
+    assert by_claim["faster than torch.compile at 124M", "float32"]["met"] is False  # a tie
+    assert by_claim["not slower than torch foreach at DQN size", "float32"]["met"] is True
+    optax = by_claim["faster than optax everywhere", "float32"]
+    assert optax["met"] is None and optax["rows"] == 0 and optax["worst"] is None
+    table = cuda.verdicts_markdown(rows).splitlines()
+    assert table[0] == "| target | dtype | worst case | rows | met |"
+    three_x_row = f"| {three_x} | bfloat16 | 2.90× (gpt-1.3b plain) | 1 | **no** |"
+    assert three_x_row in table
+    assert "| faster than optax everywhere | float32 | — | 0 | not measured |" in table
+    copy = by_claim["≥ 90 % of the copy bandwidth at 1.3B (minimal bytes)", "float32"]
+    assert copy["worst"] == pytest.approx(20 * 1_315_723_264 / 10e-3 / 1e12 / 3.0)
+    # Nothing measured at all: every target says so.
+    assert {v["met"] for v in cuda.verdicts([])} == {None}
+
+
+def test_benchmarks_md_lists_every_target():
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    table = re.search(r"<!-- gpu-targets:start -->\n(.*?)\n<!-- gpu-targets:end -->", text, re.S)
+    assert table is not None
+    lines = table.group(1).splitlines()
+    assert lines[0] == _common.markdown_header(cuda.VERDICT_COLUMNS)[0]
+    claims = {line.split(" | ")[0].removeprefix("| ") for line in lines[2:]}
+    assert claims == {target.claim for target in cuda.TARGETS}
 
 
 def test_sweep_rows_as_markdown():
@@ -363,6 +415,38 @@ def test_script_without_cuda_is_one_clear_line():
     out = run_script("--shapes", "dqn-1m", "--no-compile")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "needs a CUDA GPU" in out.stderr and "benchmarks/cpu_step.py" in out.stderr
+
+
+def test_gpu_report_renders_a_session_s_files(tmp_path):
+    about = {"card": "NVIDIA H100 80GB HBM3", "date": "2026-01-02", "versions": "torch 2.11.0"}
+    sweep = [{**r, "block": b, "warps": 8} for r, b in zip(
+        rows_of("gpt-1.3b", "float32", {"rmsprop fused": 9.5}) * 2, (2048, 4096)
+    )]  # fmt: skip
+    sweep[1] = {**sweep[1], "median_ms": 9.4}
+    bench = rows_of("gpt-1.3b", "float32", {"rmsprop fused": 9.4, "torch foreach": 28.1})
+    files = []
+    for name, rows in (("sweep", sweep), ("bench", bench)):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(
+            json.dumps({**about, "launch": "BLOCK=4096, NUM_WARPS=8", "rows": rows})
+        )
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_report.py"), *map(str, files)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "### sweep\n\nNVIDIA H100 80GB HBM3, 2026-01-02; torch 2.11.0; BLOCK=4096" in text
+    assert "launch settings (fastest: BLOCK=4096, NUM_WARPS=8)" in text
+    assert "| float32 | plain | rmsprop fused | 9.400 |" in text
+    claim = cuda.TARGETS[0].claim
+    assert f"| {claim} | float32 | 2.99× (gpt-1.3b plain) | 1 | **no** |" in text
+    files[1].write_text(json.dumps({"rows": []}))
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_report.py"), str(files[1])],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1 and "not what benchmarks/gpu_step.py --json writes" in out.stderr
 
 
 def run_check(*parts: str, out: pathlib.Path) -> subprocess.CompletedProcess[str]:

@@ -39,6 +39,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import NamedTuple
 
 from rmsprop.benchmark import _common
 from rmsprop.benchmark._common import VARIANTS, Column, Row, Shape, Step
@@ -52,7 +53,10 @@ __all__ = [
     "REFERENCES",
     "SHAPES",
     "SWEEP_COLUMNS",
+    "TARGETS",
     "VARIANTS",
+    "VERDICT_COLUMNS",
+    "Target",
     "best_launch",
     "copy_bandwidth",
     "environment",
@@ -68,6 +72,8 @@ __all__ = [
     "sweep_cuda",
     "time_cuda",
     "title",
+    "verdicts",
+    "verdicts_markdown",
 ]
 
 
@@ -389,6 +395,73 @@ def sweep_cuda(
     return rows
 
 
+class Target(NamedTuple):
+    """One of the fused kernel's speed targets: on ``shape`` (every shape: None), each of the
+    fused rows' ``key`` must be at least ``least`` (more than it, with ``strictly``)."""
+
+    claim: str
+    shape: str | None
+    key: str
+    least: float
+    strictly: bool = False
+
+
+TARGETS = (
+    Target("≥ 3.0× torch foreach at 1.3B, every variant", "gpt-1.3b", "vs_torch_foreach", 3.0),
+    Target("≥ 90 % of the copy bandwidth at 1.3B (minimal bytes)", "gpt-1.3b", "of_copy", 0.9),
+    Target("≥ 2.5× torch foreach at 124M", "gpt2-124m", "vs_torch_foreach", 2.5),
+    Target("faster than torch.compile at 124M", "gpt2-124m", "vs_torch_compile", 1.0, True),
+    Target("faster than optax everywhere", None, "vs_optax", 1.0, True),
+    Target("not slower than torch foreach at DQN size", "dqn-1m", "vs_torch_foreach", 1.0),
+)
+
+
+def verdicts(rows: Iterable[Row], targets: Iterable[Target] = TARGETS) -> list[Row]:
+    """Each target per parameter dtype, judged on the fused rows' worst value.
+
+    Each verdict: claim, dtype, worst (None when nothing was measured), where
+    (the worst row's shape and variant), rows (how many were judged) and met
+    (True, False, or None when nothing was measured).
+    """
+    rows = list(rows)
+    fused = [r for r in rows if r["implementation"] == "rmsprop fused"]
+    dtypes = list(dict.fromkeys(r["dtype"] for r in rows)) or list(DTYPES)
+    out = []
+    for target in targets:
+        for dtype in dtypes:
+            judged = [
+                r for r in fused
+                if r["dtype"] == dtype and target.shape in (None, r["shape"])
+                and r.get(target.key) is not None
+            ]  # fmt: skip
+            worst = min(judged, key=lambda r: r[target.key], default=None)
+            value = None if worst is None else worst[target.key]
+            met = None
+            if value is not None:
+                met = value > target.least if target.strictly else value >= target.least
+            out.append({
+                "claim": target.claim, "dtype": dtype, "worst": value, "rows": len(judged),
+                "where": "" if worst is None else f"{worst['shape']} {worst['variant']}",
+                "met": met, "key": target.key,
+            })  # fmt: skip
+    return out
+
+
+def _verdict_value(verdict: Row) -> str:
+    value = verdict["worst"]
+    if value is None:
+        return "not measured"
+    return f"{value:.0%}" if verdict["key"] == "of_copy" else f"{value:.2f}×"
+
+
+VERDICT_COLUMNS = (
+    Column("target", lambda v: v["claim"]),
+    Column("dtype", lambda v: v["dtype"]),
+    Column("worst case", lambda v: f"{_verdict_value(v)} ({v['where']})" if v["rows"] else "—"),
+    Column("rows", lambda v: str(v["rows"])),
+    Column("met", lambda v: {True: "yes", False: "**no**", None: "not measured"}[v["met"]]),
+)
+
 COLUMNS = (
     Column("dtype", lambda r: r["dtype"]),
     Column("variant", lambda r: r["variant"]),
@@ -421,6 +494,13 @@ def title(row: Row) -> str:
 def markdown(rows: Iterable[Row]) -> str:
     """The rows as a Markdown table per shape."""
     return _common.markdown(rows, COLUMNS, _details)
+
+
+def verdicts_markdown(rows: Iterable[Row]) -> str:
+    """`verdicts` of the rows as one Markdown table."""
+    lines = _common.markdown_header(VERDICT_COLUMNS)
+    lines += [_common.markdown_row(VERDICT_COLUMNS, v) for v in verdicts(rows)]
+    return "\n".join(lines)
 
 
 def _details(row: Row) -> str:
