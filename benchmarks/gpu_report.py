@@ -16,11 +16,12 @@ import argparse
 import json
 import pathlib
 import sys
+from typing import Any
 
 from rmsprop.benchmark import _common, cuda
 
 
-def report(runs: dict[str, dict]) -> str:
+def report(runs: dict[str, dict[str, Any]]) -> str:
     """The Markdown for ``runs``: file name -> what gpu_step.py --json wrote."""
     out = []
     compared = []

@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
-from typing import Any
+from collections.abc import Callable
 
 from rmsprop.benchmark import cuda
-from rmsprop.benchmark._common import available, markdown_header, markdown_row
+from rmsprop.benchmark._common import Row, available, markdown_header, markdown_row
 
 
 def main() -> None:
@@ -53,7 +54,9 @@ def main() -> None:
         help="launch the fused kernel with the fastest settings of a --sweep --json file",
     )  # fmt: skip
     parser.add_argument("--print-each", action="store_true", help="print each table as it ends")
-    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--json", help="also write the rows to this JSON file (after every comparison)"
+    )
     args = parser.parse_args()
 
     launch: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
@@ -76,42 +79,55 @@ def main() -> None:
     with launch:
         about = cuda.environment()
         print(f"{about['card']}, {about['date']}; {about['versions']}; {about['launch']}")
-        rows = sweep(args) if args.sweep else compare(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({**about, "rows": rows}, f, indent=1)
+        measured: list[Row] = []
+
+        def keep(rows: list[Row]) -> None:
+            # Saved after every row or comparison: a run cut short keeps what it measured.
+            measured.extend(rows)
+            if args.json:
+                with open(f"{args.json}.partial", "w") as f:
+                    json.dump({**about, "rows": measured}, f, indent=1)
+                os.replace(f"{args.json}.partial", args.json)
+
+        (sweep if args.sweep else compare)(args, keep)
 
 
-def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+def sweep(args: argparse.Namespace, keep: Callable[[list[Row]], None]) -> None:
     copy_tb_s = cuda.copy_bandwidth()
     print(f"{args.shapes[0]}, copy {copy_tb_s:.2f} TB/s")
     print(*markdown_header(cuda.SWEEP_COLUMNS), sep="\n", flush=True)
+
+    def on_row(row: Row) -> None:
+        print(markdown_row(cuda.SWEEP_COLUMNS, row), flush=True)
+        keep([row])
+
     rows = cuda.sweep_cuda(
         args.shapes[0], args.dtypes, args.variants, steps=args.steps, warmup=args.warmup,
-        copy_tb_s=copy_tb_s,
-        on_row=lambda row: print(markdown_row(cuda.SWEEP_COLUMNS, row), flush=True),
+        copy_tb_s=copy_tb_s, on_row=on_row,
     )  # fmt: skip
     print("fastest (BLOCK, NUM_WARPS): {}, {}".format(*cuda.best_launch(rows)))
-    return rows
 
 
-def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
+def compare(args: argparse.Namespace, keep: Callable[[list[Row]], None]) -> None:
     wanted = [i for i in args.implementations if not (args.no_compile and i == "torch.compile")]
     names, skipped = available(wanted, "cuda")
     for name, why in skipped.items():
         print(f"  skipping {name}: {why}", file=sys.stderr)
+
+    def each_group(group: list[Row]) -> None:
+        if args.print_each:
+            print(cuda.markdown(group), flush=True)
+        keep(group)
+
     rows = cuda.run_cuda(
         args.shapes, args.dtypes, args.variants, names,
         steps=args.steps, warmup=args.warmup, compile_max=args.compile_max,
         progress=lambda what: print(f"  {what}", file=sys.stderr, flush=True),
-        log=lambda line: print(line, flush=True),
-        each_group=(lambda group: print(cuda.markdown(group), flush=True))
-        if args.print_each else None,
+        log=lambda line: print(line, flush=True), each_group=each_group,
     )  # fmt: skip
     print(cuda.markdown(rows))
     print("\nThe fused kernel's targets, judged on this run's rows:\n")
     print(cuda.verdicts_markdown(rows))
-    return rows
 
 
 if __name__ == "__main__":

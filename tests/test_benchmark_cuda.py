@@ -3,6 +3,7 @@ timing itself under the ``gpu`` marker; and benchmarks/gpu_step.py, its script."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -402,6 +403,32 @@ def test_script_keeps_its_flags():
 def test_script_refuses_launch_settings_it_cannot_use(args, message):
     out = run_script(*args)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_script_saves_every_comparison_as_it_ends(tmp_path, monkeypatch, capsys):
+    """A run stopped partway (its time limit, say) leaves the rows it measured."""
+    torch = pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("gpu_step", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    about = {"card": "Fake", "date": "2026-01-02", "versions": "v", "launch": "l"}
+    monkeypatch.setattr(cuda, "environment", lambda: about)
+    groups = [synthetic_rows()[:1], synthetic_rows()[1:]]
+
+    def run_cuda(*args, each_group, **kwargs):
+        for group in groups:
+            each_group(group)
+        raise KeyboardInterrupt  # killed before the run's end
+
+    monkeypatch.setattr(cuda, "run_cuda", run_cuda)
+    out = tmp_path / "rows.json"
+    monkeypatch.setattr(sys, "argv", ["gpu_step.py", "--no-compile", "--json", str(out)])
+    with pytest.raises(KeyboardInterrupt):
+        script.main()
+    saved = json.loads(out.read_text())
+    assert saved == {**about, "rows": groups[0] + groups[1]}
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.json"]
 
 
 def test_script_rejects_an_unknown_shape():
