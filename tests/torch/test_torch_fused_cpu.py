@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import dtensors
 import pytest
 
 torch = pytest.importorskip("torch", reason="the torch backend needs the torch extra")
@@ -323,3 +324,67 @@ def test_dense_layouts_other_than_contiguous_take_the_kernel_gapped_ones_the_loo
     compare_with_the_loop(make, grads_at, momentum=0.9, centered=True)
     plan = next(reversed(torch_fused_cpu._plans.values()))
     assert plan.leftover == [2] and plan.counted == [0, 1]
+
+
+# ---- tensor subclasses: FSDP2's DTensors --------------------------------------------------
+
+DTENSOR_OPTIONS = [{}, {"momentum": 0.9, "centered": True, "weight_decay": 0.1}]
+
+
+def step_dtensors(mesh, placements, grad_placements, path, options, steps=3):
+    """Parameters as DTensors (and, with ``mesh=None``, as plain tensors of the same values)
+    stepped with seeded gradients laid out as ``grad_placements`` says."""
+    params = []
+    for k, placement in enumerate(placements):
+        value = torch.randn(6 - k, 4, generator=torch.Generator().manual_seed(k))
+        params.append(value if mesh is None else dtensors.as_dtensor(value, mesh, placement))
+    params = [torch.nn.Parameter(p) for p in params]
+    opt = RMSprop(params, **path, **options)
+    for step in range(steps):
+        generator = torch.Generator().manual_seed(100 + step)
+        for p, placement in zip(params, grad_placements):
+            grad = torch.randn(p.shape, generator=generator)
+            p.grad = grad if mesh is None else dtensors.as_dtensor(grad, mesh, placement)
+        opt.step()
+    return [p.to_local() if mesh is not None else p for p in params], opt
+
+
+@dtensors.needed
+@pytest.mark.parametrize("options", DTENSOR_OPTIONS, ids=["plain", "centered"])
+def test_fsdp2_dtensors_step_through_their_local_shards(options):
+    from rmsprop.torch import _fused_cpu as torch_fused_cpu
+
+    placements = ["shard", "replicate", "shard"]
+    plain, _ = step_dtensors(None, placements, placements, {"fused": True}, options)
+    with dtensors.one_rank_mesh("cpu") as mesh:
+        shards, opt = step_dtensors(mesh, placements, placements, {"fused": True}, options)
+        # The kernel read the shards' memory (a DTensor itself has none: address 0).
+        ((table, indices),) = next(reversed(torch_fused_cpu._plans.values())).tables
+        assert indices == [0, 1, 2]
+        assert list(table.addresses[_fused_cpu.PARAM]) == [s.data_ptr() for s in shards]
+        assert all(opt.state[p]["step"].item() == 3 for p in opt.param_groups[0]["params"])
+    for a, b in zip(shards, plain):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@dtensors.needed
+@pytest.mark.parametrize(
+    "grad_placement", ["replicate", "partial"], ids=["grad-laid-out-otherwise", "partial-grad"]
+)
+def test_dtensors_whose_shards_differ_take_the_single_tensor_path(grad_placement, monkeypatch):
+    from rmsprop.torch import _fused_cpu as torch_fused_cpu
+
+    build = torch_fused_cpu._build_plan
+
+    def addresses_only(tensors):  # a DTensor has no memory of its own: its address is 0
+        assert all(t.data_ptr() for ts in tensors[:-1] for t in ts), "a DTensor reached the kernel"
+        return build(tensors)
+
+    monkeypatch.setattr(torch_fused_cpu, "_build_plan", addresses_only)
+    options = DTENSOR_OPTIONS[1]
+    loop, _ = step_dtensors(None, ["shard"], ["shard"], {"foreach": False}, options)
+    with dtensors.one_rank_mesh("cpu") as mesh:
+        got, _ = step_dtensors(mesh, ["shard"], [grad_placement], {"fused": True}, options)
+    for a, b in zip(got, loop):
+        # The same ops, though a partial gradient's may run in another order.
+        torch.testing.assert_close(a, b)

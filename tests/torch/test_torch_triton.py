@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dtensors
 import pytest
 from tables import TOLERANCES, config_kwargs, flavor_cases, learning_rate_at, random_configs
 
@@ -488,6 +489,40 @@ def test_the_custom_op_stays_out_of_compiled_cuda_graphs():
     if not hasattr(torch.Tag, "cudagraph_unsafe"):
         pytest.skip("this torch has no cudagraph_unsafe tag")
     assert torch.Tag.cudagraph_unsafe in torch.ops.rmsprop.fused_step.default.tags
+
+
+@interpreted_or_cuda
+@dtensors.needed
+def test_fsdp2_dtensors_step_through_their_local_shards(device):
+    placements = ["shard", "replicate", "shard", "partial"]  # the last one's gradient is partial
+
+    def run(mesh):
+        params = []
+        generator = torch.Generator().manual_seed(0)
+        for k, placement in enumerate(placements):
+            value = draw((BLOCK + 5 - k,), torch.float32, generator).to(device)
+            as_param = placement if placement != "partial" else "shard"
+            params.append(value if mesh is None else dtensors.as_dtensor(value, mesh, as_param))
+        params = [torch.nn.Parameter(p) for p in params]
+        opt = RMSprop(params, fused=True, momentum=0.9, centered=True)
+        for step in range(3):
+            generator = torch.Generator().manual_seed(step + 1)
+            for p, placement in zip(params, placements):
+                grad = draw(p.shape, torch.float32, generator).to(device)
+                p.grad = grad if mesh is None else dtensors.as_dtensor(grad, mesh, placement)
+            opt.step()
+        return [p if mesh is None else p.to_local() for p in params]
+
+    plain = run(None)
+    with dtensors.one_rank_mesh(device) as mesh:
+        shards = run(mesh)
+        plan = last_plan()
+    # The kernel updated the shards of the first three (a DTensor's own address is 0); the
+    # fourth's partial gradient sent it through the single-tensor path.
+    (launch,) = plan.launches
+    assert launch.columns[fused_triton._PARAM] == [s.data_ptr() for s in shards[:3]]
+    assert_close(shards[:3], plain[:3], rtol=0, atol=0)
+    assert_close(shards[3:], plain[3:], **FLOAT32)
 
 
 @interpreted_or_cuda

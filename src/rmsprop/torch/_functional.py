@@ -11,6 +11,7 @@ rule in one pass over memory.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
@@ -187,7 +188,13 @@ def _fused_rmsprop(
     found_inf: Tensor | None,
     stochastic_rounding: bool,
 ) -> None:
-    """Runs each device type's tensors through its fused kernel."""
+    """Runs each device type's tensors through its fused kernel (tensor subclasses that
+    aren't their memory through the single-tensor path, first)."""
+    tensors, others = _as_memory(tensors)
+    if others:
+        _unfused_step(tensors.pick(others), hyper, grad_scale, found_inf, foreach=False)
+        skipped = set(others)
+        tensors = tensors.pick([i for i in range(len(tensors.params)) if i not in skipped])
     device_types = _device_types(tensors.params)
     for device_type in device_types:
         picked = tensors
@@ -210,6 +217,76 @@ def _fused_rmsprop(
             from rmsprop.torch._fused_cpu import _fused_cpu_rmsprop
 
             _fused_cpu_rmsprop(picked, hyper)
+
+
+# Tensor types whose memory holds their values: what the fused kernels read and write.
+_PLAIN_TYPES = frozenset({Tensor, torch.nn.Parameter})
+
+
+def _as_memory(tensors: StepTensors) -> tuple[StepTensors, list[int]]:
+    """The step's tensors as memory the fused kernels may address, and the positions of
+    those that aren't.
+
+    A tensor subclass that dispatches its own ops (a DTensor, a quantized or
+    lazily materialized tensor) need not be its memory: it may have none (a
+    data pointer of 0). A DTensor whose gradient and state have its mesh and
+    placements, none of them partial (FSDP2's do), is stepped through its local
+    shard, which the elementwise rule updates as it would the whole. Any other
+    such parameter is left to the single-tensor path, whose ops the subclass
+    implements.
+    """
+    lists = [ts for ts in tensors if ts]
+    if all({*map(type, ts)} <= _PLAIN_TYPES for ts in lists):
+        return tensors, []  # the usual case, checked cheaply
+    local = [list(ts) for ts in tensors]
+    others = []
+    for i, step in enumerate(tensors.state_steps):
+        own = [ts[i] for ts in tensors[:-1] if ts]  # θ, g, v and m, b where the rule has them
+        if not _is_memory(step):
+            others.append(i)
+        elif not all(_is_memory(t) for t in own):
+            if not _shards_alike(own):
+                others.append(i)
+                continue
+            for ts in local[:-1]:
+                if ts:
+                    ts[i] = cast(Any, ts[i]).to_local()
+    return StepTensors(*local), others
+
+
+def _is_memory(t: Tensor) -> bool:
+    # Parameter and plain subclasses inherit Tensor's (disabled) dispatch hook.
+    return type(t).__torch_dispatch__ is Tensor.__torch_dispatch__
+
+
+def _shards_alike(tensors: list[Tensor]) -> bool:
+    """Whether these are DTensors on one mesh with one layout, none partial (a pending sum)."""
+    dtensor = sys.modules.get("torch.distributed.tensor")  # none exist before it is imported
+    if dtensor is None or not all(isinstance(t, dtensor.DTensor) for t in tensors):
+        return False
+    first, *rest = cast(list[Any], tensors)
+    return not any(placement.is_partial() for placement in first.placements) and all(
+        t.device_mesh == first.device_mesh and t.placements == first.placements for t in rest
+    )
+
+
+def _unfused_step(
+    tensors: StepTensors,
+    hyper: Hyper,
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+    *,
+    foreach: bool,
+) -> None:
+    """The step of tensors a fused kernel can't take, by the foreach or single-tensor path
+    (the GradScaler protocol read on the host)."""
+    if not unscale_or_skip(tensors.grads, grad_scale, found_inf):
+        return
+    lr = hyper.lr
+    if isinstance(lr, Tensor) and any(p.device != lr.device for p in tensors.params):
+        hyper = hyper._replace(lr=lr.item())  # the ops take a tensor on their own device only
+    impl = _multi_tensor_rmsprop if foreach else _single_tensor_rmsprop
+    impl(tensors, hyper, capturable=isinstance(hyper.lr, Tensor), differentiable=False)
 
 
 def unscale_or_skip(

@@ -81,12 +81,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rmsprop.torch._functional import (
-    Hyper,
-    StepTensors,
-    _multi_tensor_rmsprop,
-    unscale_or_skip,
-)
+from rmsprop.torch._functional import Hyper, StepTensors, _unfused_step
 from rmsprop.torch._plans import cached_plan, identity, real_dtype, same_dense_layout
 
 try:
@@ -554,7 +549,7 @@ def fused_rmsprop(
     written = [*params, *square_avgs, *m, *b, *state_steps]
     torch.autograd.graph.increment_version(written + grads if grad_scale is not None else written)
     if plan.rest:
-        _foreach_rest(tensors.pick(plan.rest), hyper, grad_scale, found_inf)
+        _unfused_step(tensors.pick(plan.rest), hyper, grad_scale, found_inf, foreach=True)
 
 
 def _plan_for(tensors: StepTensors) -> _Plan:
@@ -717,20 +712,6 @@ class _CurrentDevice:
     def __exit__(self, *_: object) -> None:
         if self.previous is not None:
             torch.cuda.set_device(self.previous)
-
-
-def _foreach_rest(
-    rest: StepTensors, hyper: Hyper, grad_scale: Tensor | None, found_inf: Tensor | None
-) -> None:
-    """The step's tensors the kernel can't take, through the foreach path."""
-    if not unscale_or_skip(rest.grads, grad_scale, found_inf):
-        return
-    lr = hyper.lr
-    if isinstance(lr, Tensor) and any(p.device != lr.device for p in rest.params):
-        hyper = hyper._replace(lr=lr.item())  # foreach ops take it on their own device only
-    _multi_tensor_rmsprop(
-        rest, hyper, capturable=isinstance(hyper.lr, Tensor), differentiable=False
-    )
 
 
 # The step as one custom op, for torch.compile: opaque, mutating its tensor lists. Its
