@@ -21,6 +21,8 @@ out=${OUT:-gpu-check}
 mkdir -p "$out"
 python=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# JAX would take most of the GPU when its backend starts, in each test process too.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 bench=(benchmarks/gpu_step.py --steps 30 --warmup 3 --print-each)
 
 launch=()  # the sweep's fastest settings once it ran, else the kernel's own
@@ -46,7 +48,7 @@ done
 for part in "${parts[@]}"; do
     [[ -s $out/sweep.json ]] && launch=(--launch-from "$out/sweep.json")
     case $part in
-        tests) run_part tests 150 "$python" -m pytest tests -m gpu -p no:cacheprovider -q -rfEs \
+        tests) JAX_PLATFORMS=cpu run_part tests 150 "$python" -m pytest tests -m gpu -p no:cacheprovider -q -rfEs \
             --durations=15 "${workers[@]}" ;;
         sweep) run_part sweep 75 "$python" "${bench[@]}" --sweep --shapes gpt-1.3b \
             --dtypes float32 --variants plain centered+momentum --json "$out/sweep.json" ;;
