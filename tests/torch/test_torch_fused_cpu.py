@@ -388,3 +388,44 @@ def test_dtensors_whose_shards_differ_take_the_single_tensor_path(grad_placement
     for a, b in zip(got, loop):
         # The same ops, though a partial gradient's may run in another order.
         torch.testing.assert_close(a, b)
+
+
+# ---- torch.compile -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", DTENSOR_OPTIONS, ids=["plain", "centered"])
+def test_a_compiled_step_calls_the_kernel_as_one_op(options):
+    import torch._dynamo
+
+    def make(optimizer=RMSprop, **path):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        return model, optimizer(model.parameters(), **path, **options)
+
+    graphs = []
+
+    def recording(graph_module, example_inputs):  # then through AOT autograd, as inductor would
+        graphs.append(graph_module)
+        return torch._dynamo.backends.debugging.aot_eager(graph_module, example_inputs)
+
+    eager, eager_opt = make(fused=True)
+    compiled, compiled_opt = make(fused=True)
+    torch._dynamo.reset()
+    step = torch.compile(compiled_opt.step, backend=recording)
+    for i in range(3):
+        x = torch.randn(8, 4, generator=torch.Generator().manual_seed(i))
+        for model in (eager, compiled):
+            model.zero_grad()
+            model(x).pow(2).mean().backward()
+        eager_opt.step()
+        step()
+    for a, b in zip(compiled.parameters(), eager.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the same kernel on the same memory
+    ops = (torch.ops.rmsprop.fused_step, torch.ops.rmsprop.fused_step.default)
+    calls = [node for graph in graphs for node in graph.graph.nodes if node.target in ops]
+    assert len(calls) == 1  # traced once, as one op over every tensor
+    # No graph break of its own: only those torch's optimizer step inserts (as torch's has).
+    breaks = torch._dynamo.explain(compiled_opt.step)().graph_break_count
+    torch_model, torch_opt = make(torch.optim.RMSprop, foreach=False)
+    torch_model(x).pow(2).mean().backward()
+    assert breaks == torch._dynamo.explain(torch_opt.step)().graph_break_count >= 0

@@ -189,12 +189,31 @@ def _fused_rmsprop(
     stochastic_rounding: bool,
 ) -> None:
     """Runs each device type's tensors through its fused kernel (tensor subclasses that
-    aren't their memory through the single-tensor path, first)."""
+    aren't their memory through the single-tensor path, first); a compiled step calls
+    the ``rmsprop::fused_step`` op for that instead."""
     tensors, others = _as_memory(tensors)
     if others:
         _unfused_step(tensors.pick(others), hyper, grad_scale, found_inf, foreach=False)
         skipped = set(others)
         tensors = tensors.pick([i for i in range(len(tensors.params)) if i not in skipped])
+    if not tensors.params:
+        return
+    if torch.compiler.is_compiling():
+        from rmsprop.torch._custom_op import fused_step
+
+        fused_step(tensors, hyper, grad_scale, found_inf, stochastic_rounding)
+        return
+    _fused_by_device(tensors, hyper, grad_scale, found_inf, stochastic_rounding)
+
+
+def _fused_by_device(
+    tensors: StepTensors,
+    hyper: Hyper,
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+    stochastic_rounding: bool,
+) -> None:
+    """Runs each device type's tensors through its fused kernel."""
     device_types = _device_types(tensors.params)
     for device_type in device_types:
         picked = tensors

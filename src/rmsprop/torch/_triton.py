@@ -59,8 +59,8 @@ tables built while a CUDA graph is being captured are uploaded from pinned
 memory inside the graph and kept for its lifetime, apart from the eager cache.
 
 **torch.compile.** Under compilation the step is one call of the custom op
-``rmsprop::fused_step``, opaque to the compiler (the kernel writes through
-its address tables, which no tracer can see).
+``rmsprop::fused_step`` (`rmsprop.torch._custom_op`), opaque to the compiler
+(the kernel writes through its address tables, which no tracer can see).
 
 **Testing without a GPU.** With ``TRITON_INTERPRET=1`` set before triton is
 imported, the same kernel runs through Triton's interpreter on CPU tensors,
@@ -75,7 +75,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, cast, get_type_hints
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -529,14 +529,6 @@ def fused_rmsprop(
     """
     if not tensors.params:
         return
-    if torch.compiler.is_compiling():
-        # One opaque op for the compiler; its body is the eager step below.
-        lr = hyper.lr
-        lr_value, lr_tensor = (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
-        torch.ops.rmsprop.fused_step(
-            *tensors, lr_value, lr_tensor, *hyper[1:], grad_scale, found_inf, stochastic_rounding
-        )
-        return
     lr = hyper.lr
     if isinstance(lr, Tensor) and lr.device.type != tensors.params[0].device.type:
         hyper = hyper._replace(lr=lr.item())  # a host scalar: no sync
@@ -712,49 +704,3 @@ class _CurrentDevice:
     def __exit__(self, *_: object) -> None:
         if self.previous is not None:
             torch.cuda.set_device(self.previous)
-
-
-# The step as one custom op, for torch.compile: opaque, mutating its tensor lists. Its
-# scalars are Hyper's fields (a schema takes no tuples), lr as a float or a tensor.
-_MUTATED = ("params", "grads", "square_avgs", "grad_avgs", "momentum_buffers", "state_steps")
-_RULE = ", ".join(
-    f"{get_type_hints(Hyper)[name].__name__} {name}"  # float and bool: the schema's names too
-    for name in Hyper._fields[1:]
-)
-_SCHEMA = (
-    "("
-    + ", ".join(f"Tensor({chr(97 + i)}!)[] {name}" for i, name in enumerate(_MUTATED))
-    + f", float lr, Tensor? lr_tensor, {_RULE}, "
-    "Tensor? grad_scale, Tensor? found_inf, bool stochastic_rounding) -> ()"
-)
-
-
-# Not inside torch.compile's CUDA graphs (mode="reduce-overhead"): their pool reclaims
-# memory at checkpoints, and the step keeps device tables across calls. Graph
-# partitioning runs the op eagerly between the graphs instead (one launch anyway).
-_TAGS: dict[str, Any] = (
-    {"tags": (torch.Tag.cudagraph_unsafe,)} if hasattr(torch.Tag, "cudagraph_unsafe") else {}
-)
-
-
-@torch.library.custom_op("rmsprop::fused_step", mutates_args=_MUTATED, schema=_SCHEMA, **_TAGS)
-def _fused_step_op(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    state_steps: list[Tensor],
-    lr: float,
-    lr_tensor: Tensor | None,
-    *rest: Any,  # Hyper's other fields, then grad_scale, found_inf, stochastic_rounding
-) -> None:
-    *rule, grad_scale, found_inf, stochastic_rounding = rest
-    hyper = Hyper(lr if lr_tensor is None else lr_tensor, *rule)
-    tensors = StepTensors(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
-    fused_rmsprop(tensors, hyper, grad_scale, found_inf, stochastic_rounding)
-
-
-@_fused_step_op.register_fake  # type: ignore[misc]
-def _(*args: Any) -> None:
-    return None
