@@ -571,6 +571,35 @@ def test_grad_scale_and_found_inf_are_applied_in_the_kernel(device):
 
 
 @interpreted_or_cuda
+def test_a_parameter_listed_twice_is_stepped_twice_as_the_loop_does(device):
+    # The kernel's programs would update it at once, racing: it goes to the loop, beside
+    # the kernel's launch, and its gradient is unscaled once.
+    scale = 2.0**10
+
+    def run(path):
+        generator = torch.Generator().manual_seed(0)
+        twice, once = (torch.nn.Parameter(draw((BLOCK + 9,), torch.float32, generator).to(device))
+                       for _ in range(2))  # fmt: skip
+        params = [twice, once, twice]
+        with pytest.warns(UserWarning, match="duplicate"):
+            opt = RMSprop(params, momentum=0.9, bias_correction=True, **path)
+        for _ in range(2):
+            for p in (twice, once):
+                p.grad = draw(p.shape, p.dtype, generator).to(device) * scale
+            opt.grad_scale = torch.tensor(scale, device=device)  # as GradScaler sets it
+            opt.found_inf = torch.tensor(0.0, device=device)
+            opt.step()
+        return [twice, once], opt
+
+    fused, fused_opt = run(FUSED)
+    loop, _ = run(LOOP)
+    assert_close(fused, loop, **FLOAT32)
+    plan = last_plan()
+    assert plan.looped == [0, 2] and [launch.indices for launch in plan.launches] == [[1]]
+    assert fused_opt.state[fused[0]]["step"].item() == 4
+
+
+@interpreted_or_cuda
 def test_a_grad_scaler_trains_identically_and_skips_overflowing_steps(device):
     def make():
         torch.manual_seed(0)

@@ -315,14 +315,15 @@ def unscale_or_skip(
 
     A nonzero ``found_inf`` means the step must change nothing. Otherwise the
     gradients are multiplied in place by 1/``grad_scale`` (computed as
-    `torch.amp.GradScaler.unscale_` computes it, so the results are the same).
+    `torch.amp.GradScaler.unscale_` computes it, so the results are the same),
+    each once, even a parameter's listed twice.
     """
     if found_inf is not None and found_inf.item():
         return False
     if grad_scale is not None and grads:
         inv_scale = grad_scale.double().reciprocal().float()
         by_device: dict[torch.device, list[Tensor]] = {}
-        for g in grads:
+        for g in {id(g): g for g in grads}.values():
             by_device.setdefault(g.device, []).append(g)
         for device, device_grads in by_device.items():
             torch._foreach_mul_(device_grads, inv_scale.to(device))

@@ -27,7 +27,13 @@ from rmsprop.torch._functional import (
     _single_tensor_rmsprop,
     _view_as_real,
 )
-from rmsprop.torch._plans import cached_plan, identity, real_dtype, same_dense_layout
+from rmsprop.torch._plans import (
+    cached_plan,
+    identity,
+    listed_twice,
+    real_dtype,
+    same_dense_layout,
+)
 
 # Real dtypes whose memory the kernel updates directly, and its dtype for them.
 _DIRECT = {torch.float32: np.float32, torch.float64: np.float64}
@@ -128,12 +134,7 @@ def _build_plan(tensors: StepTensors) -> _Plan:
                     f"{name}[{i}] has shape {tuple(t.shape)}, "
                     f"its parameter {tuple(params[i].shape)}"
                 )
-    # A parameter listed twice goes to the loop, which updates it twice in turn.
-    seen: set[int] = set()
-    repeated: set[int] = set()
-    for p in params:
-        if p.numel():
-            (repeated if p.data_ptr() in seen else seen).add(p.data_ptr())
+    repeated = listed_twice(params)  # for the loop, which steps them twice in turn
     by_dtype: dict[Any, list[int]] = {}
     converted: list[int] = []
     leftover: list[int] = []

@@ -23,7 +23,15 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["Plan", "cached_plan", "identity", "real_dtype", "same_dense_layout", "signature"]
+__all__ = [
+    "Plan",
+    "cached_plan",
+    "identity",
+    "listed_twice",
+    "real_dtype",
+    "same_dense_layout",
+    "signature",
+]
 
 # Plans kept per cache: one per param group and device, so enough for layer-wise
 # learning rates over a deep model; a plan holds no tensor, only small tables.
@@ -105,6 +113,20 @@ def cached_plan(
         while len(cache) > KEPT:
             cache.popitem(last=False)
     return plan
+
+
+def listed_twice(params: list[Tensor]) -> set[int]:
+    """The addresses of non-empty parameters listed more than once.
+
+    A loop steps such a parameter twice in turn; a kernel's programs (or threads) would
+    update it at once, racing.
+    """
+    seen: set[int] = set()
+    twice: set[int] = set()
+    for p in params:
+        if p.numel():
+            (twice if p.data_ptr() in seen else seen).add(p.data_ptr())
+    return twice
 
 
 def same_dense_layout(p: Tensor, others: list[Tensor]) -> bool:

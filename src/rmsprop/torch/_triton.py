@@ -82,7 +82,13 @@ import torch
 from torch import Tensor
 
 from rmsprop.torch._functional import Hyper, StepTensors, _unfused_step
-from rmsprop.torch._plans import cached_plan, identity, real_dtype, same_dense_layout
+from rmsprop.torch._plans import (
+    cached_plan,
+    identity,
+    listed_twice,
+    real_dtype,
+    same_dense_layout,
+)
 
 try:
     import triton  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -488,15 +494,19 @@ def _aligned(columns: list[list[int]]) -> bool:
 
 
 class _Plan:
-    """How one step's tensors are updated: launches for the kernel, the rest by foreach.
+    """How one step's tensors are updated: launches for the kernel, the ``rest`` by
+    foreach, parameters listed twice (``looped``) by the single-tensor loop.
 
     `rmsprop.torch._plans.cached_plan` keeps ``grads`` and ``signatures``: the
     gradients the tables point at.
     """
 
-    def __init__(self, launches: list[_Launch], rest: list[int], grads: list[int]) -> None:
+    def __init__(
+        self, launches: list[_Launch], rest: list[int], looped: list[int], grads: list[int]
+    ) -> None:
         self.launches = launches
         self.rest = rest
+        self.looped = looped
         self.grads = grads  # the gradient addresses the tables hold, in step order
         self.signatures: list[tuple[Any, ...]] = []
 
@@ -542,6 +552,8 @@ def fused_rmsprop(
     torch.autograd.graph.increment_version(written + grads if grad_scale is not None else written)
     if plan.rest:
         _unfused_step(tensors.pick(plan.rest), hyper, grad_scale, found_inf, foreach=True)
+    if plan.looped:
+        _unfused_step(tensors.pick(plan.looped), hyper, grad_scale, found_inf, foreach=False)
 
 
 def _plan_for(tensors: StepTensors) -> _Plan:
@@ -563,8 +575,12 @@ def _build_plan(tensors: StepTensors, like: _Plan | None = None) -> _Plan:
     reusing its host tables and block tables wherever they match."""
     params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps = tensors
     groups: dict[tuple[Any, ...], list[int]] = {}
-    rest = []
+    rest, looped = [], []
+    twice = listed_twice(params)
     for i, p in enumerate(params):
+        if twice and p.numel() and p.data_ptr() in twice:
+            looped.append(i)
+            continue
         state = [square_avgs[i]]
         state += [grad_avgs[i]] if grad_avgs else []
         state += [momentum_buffers[i]] if momentum_buffers else []
@@ -588,7 +604,7 @@ def _build_plan(tensors: StepTensors, like: _Plan | None = None) -> _Plan:
             columns[_NUMEL][column] = params[i].numel() * (2 if params[i].is_complex() else 1)
         same = [old for old in (like.launches if like else []) if old.indices == indices]
         launches.append(_Launch(indices, key, columns, same[0] if same else None))
-    return _Plan(launches, rest, list(map(Tensor.data_ptr, grads)))
+    return _Plan(launches, rest, looped, list(map(Tensor.data_ptr, grads)))
 
 
 def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tuple[Any, ...] | None:
