@@ -65,3 +65,20 @@ def test_ci_runs_the_readmes_two_setup_commands_as_written():
     # CI runs the demo quick and out of the checkout; otherwise the very same line.
     assert demo + ' --quick --out "${TMPDIR:-/tmp}/rmsprop-ci-demo"' in ci
     assert tests in ci
+
+
+def test_the_fused_paths_page_names_real_options_and_its_code_compiles():
+    torch = pytest.importorskip("torch", reason="the page documents the torch extra")
+    import inspect
+
+    from rmsprop.torch import RMSprop
+
+    text = (ROOT / "docs" / "fused.md").read_text()
+    assert "[docs/fused.md](docs/fused.md)" in README
+    for block in re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL):
+        compile(block, "docs/fused.md", "exec")  # the CUDA-graph recipe needs a GPU to run
+    options = set(re.findall(r"`([a-z_]+)=[^`]*`", text)) - {"mode"}  # torch.compile's mode
+    assert {"fused", "foreach", "capturable", "state_dtype", "stochastic_rounding"} <= options
+    assert options <= set(inspect.signature(RMSprop).parameters), options
+    assert torch.ops.rmsprop.fused_step.default.name() == "rmsprop::fused_step"
+    assert "`rmsprop::fused_step`" in text
