@@ -172,13 +172,22 @@ def test_cuda_table_output(fake_gpu, capsys):
         "dtype", "variant", "implementation", "median", "ms", "wall", "ms", "TB/s", "of", "copy",
         "×", "foreach", "×", "compile", "×", "optax", "first", "s",
     ]  # fmt: skip
-    cells = [re.split(r"\s{2,}", line.strip()) for line in out[5:]]
+    table = out[5 : 5 + len(fake_gpu["implementations"])]
+    cells = [re.split(r"\s{2,}", line.strip()) for line in table]
     assert [row[:3] for row in cells] == [
         ["float32", "plain", name] for name in fake_gpu["implementations"]
     ]
     foreach = fake_gpu["implementations"].index("torch foreach")
     assert cells[foreach][7:9] == ["1.00×", "—"]  # × foreach, × compile (not asked for)
     assert fake_gpu["shapes"] == ["dqn-1m"] and fake_gpu["steps"] == 50
+    # The targets these rows can judge: at DQN size, against torch foreach (and optax).
+    targets = out[out.index("The fused kernel's targets (cuda.TARGETS), on these rows") + 1 :]
+    verdicts = {line.strip().split("  ")[0]: line for line in targets[2:]}
+    claim = "not slower than torch foreach at DQN size"
+    worst = f"{foreach + 1:.2f}× (dqn-1m plain)"  # its median over the fused one's
+    assert re.split(r"\s{2,}", verdicts[claim].strip()) == [claim, "float32", worst, "1", "yes"]
+    optax = "faster than optax everywhere"
+    assert (optax in verdicts) == ("optax jit" in fake_gpu["implementations"])
 
 
 def test_cuda_json_output(fake_gpu, capsys):

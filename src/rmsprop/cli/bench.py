@@ -163,4 +163,11 @@ def run(args: argparse.Namespace) -> int:
     for group in _common.by_shape(rows).values():
         print(engine.title(group[0]))
         print(format_table(*_common.terminal_table(engine.COLUMNS, group), indent="  "))
+    if args.device == "cuda":
+        measured = [v for v in cuda.verdicts(rows) if v["met"] is not None]
+        if measured:
+            print("The fused kernel's targets (cuda.TARGETS), on these rows")
+            print(
+                format_table(*_common.terminal_table(cuda.VERDICT_COLUMNS, measured), indent="  ")
+            )
     return 0
