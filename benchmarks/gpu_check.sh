@@ -45,11 +45,16 @@ for part in "${parts[@]}"; do
         { echo "unknown part '$part': choose from tests, sweep, bench, compile" >&2; exit 2; }
 done
 : >"$out/summary.txt"
+usable_sweep() {  # whether a sweep's rows name a fastest setting (one cut short may too)
+    "$python" -c 'import json, sys; from rmsprop.benchmark import cuda
+cuda.best_launch(json.load(open(sys.argv[1]))["rows"])' "$out/sweep.json" 2>/dev/null
+}
+
 for part in "${parts[@]}"; do
-    [[ -s $out/sweep.json ]] && launch=(--launch-from "$out/sweep.json")
+    [[ -s $out/sweep.json ]] && usable_sweep && launch=(--launch-from "$out/sweep.json")
     case $part in
-        tests) JAX_PLATFORMS=cpu run_part tests 150 "$python" -m pytest tests -m gpu -p no:cacheprovider -q -rfEs \
-            --durations=15 "${workers[@]}" ;;
+        tests) JAX_PLATFORMS=cpu run_part tests 150 "$python" -m pytest tests -m gpu \
+            -p no:cacheprovider -q -rfEs --durations=15 "${workers[@]}" ;;
         sweep) run_part sweep 75 "$python" "${bench[@]}" --sweep --shapes gpt-1.3b \
             --dtypes float32 --variants plain centered+momentum --json "$out/sweep.json" ;;
         bench) run_part bench 180 "$python" "${bench[@]}" --no-compile "${launch[@]}" \

@@ -508,6 +508,15 @@ def test_gpu_check_parts_pass_flags_the_benchmark_takes(tmp_path):
         assert ("--launch-from" in log.splitlines()[0]) == (part != "sweep")
 
 
+@pytest.mark.skipif(has_cuda(), reason="checks the flags by their no-GPU exit")
+def test_gpu_check_ignores_a_sweep_that_names_no_setting(tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "sweep.json").write_text(json.dumps({"rows": []}))
+    assert run_check("bench", out=tmp_path).returncode == 0
+    log = (tmp_path / "bench.log").read_text()
+    assert "--launch-from" not in log and "needs a CUDA GPU" in log  # its flags parsed
+
+
 # On a GPU.
 
 
