@@ -26,8 +26,10 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
 bench=(benchmarks/gpu_step.py --steps 30 --warmup 3 --print-each)
 
 launch=()  # the sweep's fastest settings once it ran, else the kernel's own
-workers=()  # the tests compile dozens of kernel variants: in parallel where pytest-xdist is
+workers=()  # the tests compile dozens of kernel variants: in parallel where pytest-xdist is,
 "$python" -c "import xdist" 2>/dev/null && workers=(-n 8)
+# and one that hangs fails alone where pytest-timeout is, so the run still ends with its report
+"$python" -c "import pytest_timeout" 2>/dev/null && workers+=(--timeout 100)
 
 run_part() {  # run_part NAME SECONDS COMMAND...: one part, its log and its line in the summary
     local name=$1 seconds=$2 start=$SECONDS status
