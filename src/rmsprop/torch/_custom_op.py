@@ -8,6 +8,7 @@ or the Numba one on the CPU). Importing `rmsprop.torch` registers it.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, get_type_hints
 
 import torch
@@ -32,8 +33,12 @@ _SCHEMA = (
 # Not inside torch.compile's CUDA graphs (mode="reduce-overhead"): their pool reclaims
 # memory at checkpoints, and the step keeps device tables across calls. Graph
 # partitioning runs the op eagerly between the graphs instead (one launch anyway).
+# (Both the tag and custom_op's tags argument are newer than torch 2.4.)
 _TAGS: dict[str, Any] = (
-    {"tags": (torch.Tag.cudagraph_unsafe,)} if hasattr(torch.Tag, "cudagraph_unsafe") else {}
+    {"tags": (torch.Tag.cudagraph_unsafe,)}
+    if hasattr(torch.Tag, "cudagraph_unsafe")
+    and "tags" in inspect.signature(torch.library.custom_op).parameters
+    else {}
 )
 
 
