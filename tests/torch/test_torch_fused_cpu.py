@@ -328,7 +328,7 @@ def test_dense_layouts_other_than_contiguous_take_the_kernel_gapped_ones_the_loo
 
 # ---- tensor subclasses: FSDP2's DTensors --------------------------------------------------
 
-DTENSOR_OPTIONS = [{}, {"momentum": 0.9, "centered": True, "weight_decay": 0.1}]
+RULES = [{}, {"momentum": 0.9, "centered": True, "weight_decay": 0.1}]  # plain, and a rich one
 
 
 def step_dtensors(mesh, placements, grad_placements, path, options, steps=3):
@@ -350,7 +350,7 @@ def step_dtensors(mesh, placements, grad_placements, path, options, steps=3):
 
 
 @dtensors.needed
-@pytest.mark.parametrize("options", DTENSOR_OPTIONS, ids=["plain", "centered"])
+@pytest.mark.parametrize("options", RULES, ids=["plain", "centered"])
 def test_fsdp2_dtensors_step_through_their_local_shards(options):
     from rmsprop.torch import _fused_cpu as torch_fused_cpu
 
@@ -381,7 +381,7 @@ def test_dtensors_whose_shards_differ_take_the_single_tensor_path(grad_placement
         return build(tensors)
 
     monkeypatch.setattr(torch_fused_cpu, "_build_plan", addresses_only)
-    options = DTENSOR_OPTIONS[1]
+    options = RULES[1]
     loop, _ = step_dtensors(None, ["shard"], ["shard"], {"foreach": False}, options)
     with dtensors.one_rank_mesh("cpu") as mesh:
         got, _ = step_dtensors(mesh, ["shard"], [grad_placement], {"fused": True}, options)
@@ -393,7 +393,7 @@ def test_dtensors_whose_shards_differ_take_the_single_tensor_path(grad_placement
 # ---- torch.compile -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("options", DTENSOR_OPTIONS, ids=["plain", "centered"])
+@pytest.mark.parametrize("options", RULES, ids=["plain", "centered"])
 def test_a_compiled_step_calls_the_kernel_as_one_op(options):
     import torch._dynamo
 
