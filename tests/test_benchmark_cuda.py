@@ -468,6 +468,35 @@ def test_gpu_report_renders_a_session_s_files(tmp_path):
     assert "| float32 | plain | rmsprop fused | 9.400 |" in text
     claim = cuda.TARGETS[0].claim
     assert f"| {claim} | float32 | 2.99× (gpt-1.3b plain) | 1 | **no** |" in text
+    # --write fills BENCHMARKS.md's two marked sections and leaves the rest as it was.
+    page = tmp_path / "BENCHMARKS.md"
+    original = (ROOT / "BENCHMARKS.md").read_text()
+    page.write_text(original)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_report.py"), "--write", str(page),
+         *map(str, files)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    written = page.read_text()
+    marked = r"(<!-- (gpu-results|gpu-targets):start -->\n)(.*?)(\n<!-- \2:end -->)"
+    results, targets = (m[2] for m in re.findall(marked, written, flags=re.S))
+    assert results.startswith("### sweep\n") and "| plain | rmsprop fused | 9.400 |" in results
+    assert f"| {claim} | float32 | 2.99× (gpt-1.3b plain) | 1 | **no** |" in targets
+
+    def outside(text):
+        return re.sub(marked, r"\1\4", text, flags=re.S)
+
+    assert outside(written) == outside(original)  # all but the marked sections kept
+    page.write_text(original.replace("<!-- gpu-targets:end -->", ""))
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_report.py"), "--write", str(page),
+         *map(str, files)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1 and "needs one <!-- gpu-targets:start -->" in out.stderr
+    assert page.read_text() == original.replace("<!-- gpu-targets:end -->", "")  # untouched
+
     files[1].write_text(json.dumps({"rows": []}))
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_report.py"), str(files[1])],
