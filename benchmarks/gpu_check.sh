@@ -37,6 +37,7 @@ run_part() {  # run_part NAME SECONDS COMMAND...: one part, its log and its line
     echo "== $name (at most ${seconds} s): $*" | tee "$out/$name.log"
     timeout --kill-after=10 "$seconds" "$@" >>"$out/$name.log" 2>&1
     status=$?
+    rm -f "$out"/*.partial  # a JSON save cut short (the device returns eight files at most)
     echo "$name: exit $status after $((SECONDS - start)) s" | tee -a "$out/summary.txt"
 }
 
