@@ -390,6 +390,54 @@ def test_dtensors_whose_shards_differ_take_the_single_tensor_path(grad_placement
         torch.testing.assert_close(a, b)
 
 
+@dtensors.needed
+def test_a_dtensor_whose_shard_is_a_subclass_too_takes_the_single_tensor_path():
+    # As a float8 weight's shard is under FSDP2: the shard has no memory of its own either.
+    two_tensor = pytest.importorskip("torch.testing._internal.two_tensor")
+
+    def run(path):
+        with dtensors.one_rank_mesh("cpu") as mesh:
+            value = torch.randn(8, generator=torch.Generator().manual_seed(0))
+            p = torch.nn.Parameter(
+                dtensors.as_dtensor(two_tensor.TwoTensor(value, value.clone()), mesh, "shard")
+            )
+            p.grad = dtensors.as_dtensor(torch.full((8,), 0.5), mesh, "shard")
+            RMSprop([p], momentum=0.9, **path).step()
+            shard = p.to_local()
+            return shard.a, shard.b
+
+    fused, loop = run({"fused": True}), run({"foreach": False})  # fused used to segfault here
+    for a, b in zip(fused, loop):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@dtensors.needed
+def test_autograd_sees_a_dtensor_change_when_the_kernel_steps_its_shard():
+    with dtensors.one_rank_mesh("cpu") as mesh:
+        p = torch.nn.Parameter(dtensors.as_dtensor(torch.randn(4), mesh, "shard"))
+        loss = (p * p).sum()  # saves p for backward
+        p.grad = dtensors.as_dtensor(torch.randn(4), mesh, "shard")
+        RMSprop([p], fused=True).step()
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+
+
+@dtensors.needed
+def test_a_step_the_fused_path_refuses_changes_nothing_even_its_subclass_tensors():
+    # stochastic_rounding needs the Triton kernel: refused on the CPU before any tensor moves,
+    # those headed for the single-tensor path included.
+    with dtensors.one_rank_mesh("cpu") as mesh:
+        shard = dtensors.as_dtensor(torch.ones(4), mesh, "shard")
+        params = [torch.nn.Parameter(shard), torch.nn.Parameter(torch.ones(4))]
+        params[0].grad = dtensors.as_dtensor(torch.ones(4), mesh, "replicate")  # not alike
+        params[1].grad = torch.ones(4)
+        opt = RMSprop(params, fused=True, stochastic_rounding=True)
+        with pytest.raises(ValueError, match="needs the fused Triton kernel"):
+            opt.step()
+        assert torch.equal(params[0].full_tensor(), torch.ones(4))
+        assert torch.equal(params[1].detach(), torch.ones(4))
+
+
 # ---- torch.compile -------------------------------------------------------------------------
 
 

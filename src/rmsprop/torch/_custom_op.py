@@ -14,7 +14,7 @@ from typing import Any, get_type_hints
 import torch
 from torch import Tensor
 
-from rmsprop.torch._functional import Hyper, StepTensors, _fused_by_device
+from rmsprop.torch._functional import Hyper, StepTensors, check_fused, fused_by_device
 
 # Its scalars are Hyper's fields (a schema takes no tuples), lr as a float or a tensor.
 _MUTATED = StepTensors._fields
@@ -57,7 +57,8 @@ def _fused_step_op(
     *rule, grad_scale, found_inf, stochastic_rounding = rest
     hyper = Hyper(lr if lr_tensor is None else lr_tensor, *rule)
     tensors = StepTensors(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
-    _fused_by_device(tensors, hyper, grad_scale, found_inf, stochastic_rounding)
+    check_fused(params, stochastic_rounding)
+    fused_by_device(tensors, hyper, grad_scale, found_inf, stochastic_rounding)
 
 
 @_fused_step_op.register_fake  # type: ignore[misc]

@@ -191,29 +191,52 @@ def _fused_rmsprop(
     """Runs each device type's tensors through its fused kernel (tensor subclasses that
     aren't their memory through the single-tensor path, first); a compiled step calls
     the ``rmsprop::fused_step`` op for that instead."""
-    tensors, others = _as_memory(tensors)
+    local, others, unwrapped = _as_memory(tensors)
+    fused = local
     if others:
-        _unfused_step(tensors.pick(others), hyper, grad_scale, found_inf, foreach=False)
         skipped = set(others)
-        tensors = tensors.pick([i for i in range(len(tensors.params)) if i not in skipped])
-    if not tensors.params:
+        fused = local.pick([i for i in range(len(local.params)) if i not in skipped])
+    check_fused(fused.params, stochastic_rounding)  # before anything changes
+    if others:
+        _unfused_step(local.pick(others), hyper, grad_scale, found_inf, foreach=False)
+    if not fused.params:
         return
     if torch.compiler.is_compiling():
         from rmsprop.torch._custom_op import fused_step
 
-        fused_step(tensors, hyper, grad_scale, found_inf, stochastic_rounding)
+        fused_step(fused, hyper, grad_scale, found_inf, stochastic_rounding)
         return
-    _fused_by_device(tensors, hyper, grad_scale, found_inf, stochastic_rounding)
+    fused_by_device(fused, hyper, grad_scale, found_inf, stochastic_rounding)
+    if unwrapped:
+        # The kernels wrote the DTensors' shards: their own version counters move too.
+        wrappers = tensors.used_by(hyper).pick(unwrapped)
+        written = [*wrappers.params, *wrappers.square_avgs]
+        written += [*wrappers.grad_avgs, *wrappers.momentum_buffers]
+        torch.autograd.graph.increment_version(
+            written + wrappers.grads if grad_scale is not None else written
+        )
 
 
-def _fused_by_device(
+def check_fused(params: list[Tensor], stochastic_rounding: bool) -> None:
+    """Raises unless a fused kernel can step each of these parameters' device types."""
+    for device_type in _device_types(params):
+        reason = _unsupported_on(device_type)
+        if reason:
+            raise RuntimeError(reason)
+        if stochastic_rounding and not _triton_serves(device_type):
+            raise ValueError(
+                "stochastic_rounding=True needs the fused Triton kernel, which runs on CUDA tensors"
+            )
+
+
+def fused_by_device(
     tensors: StepTensors,
     hyper: Hyper,
     grad_scale: Tensor | None,
     found_inf: Tensor | None,
     stochastic_rounding: bool,
 ) -> None:
-    """Runs each device type's tensors through its fused kernel."""
+    """Runs each device type's tensors through its fused kernel (`check_fused` first)."""
     device_types = _device_types(tensors.params)
     for device_type in device_types:
         picked = tensors
@@ -221,17 +244,9 @@ def _fused_by_device(
             picked = tensors.pick(
                 [i for i, p in enumerate(tensors.params) if p.device.type == device_type]
             )
-        reason = _unsupported_on(device_type)
-        if reason:
-            raise RuntimeError(reason)
         if _triton_serves(device_type):
             _triton().fused_rmsprop(picked, hyper, grad_scale, found_inf, stochastic_rounding)
-            continue
-        if stochastic_rounding:
-            raise ValueError(
-                "stochastic_rounding=True needs the fused Triton kernel, which runs on CUDA tensors"
-            )
-        if unscale_or_skip(picked.grads, grad_scale, found_inf):
+        elif unscale_or_skip(picked.grads, grad_scale, found_inf):
             # Imported on first use: it loads Numba, which plain torch users never need.
             from rmsprop.torch._fused_cpu import _fused_cpu_rmsprop
 
@@ -242,35 +257,36 @@ def _fused_by_device(
 _PLAIN_TYPES = frozenset({Tensor, torch.nn.Parameter})
 
 
-def _as_memory(tensors: StepTensors) -> tuple[StepTensors, list[int]]:
-    """The step's tensors as memory the fused kernels may address, and the positions of
-    those that aren't.
+def _as_memory(tensors: StepTensors) -> tuple[StepTensors, list[int], list[int]]:
+    """The step's tensors as memory the fused kernels may address, the positions of
+    those that aren't, and the positions of the DTensors replaced by their shards.
 
     A tensor subclass that dispatches its own ops (a DTensor, a quantized or
     lazily materialized tensor) need not be its memory: it may have none (a
     data pointer of 0). A DTensor whose gradient and state have its mesh and
-    placements, none of them partial (FSDP2's do), is stepped through its local
-    shard, which the elementwise rule updates as it would the whole. Any other
-    such parameter is left to the single-tensor path, whose ops the subclass
-    implements.
+    placements, none of them partial (FSDP2's do), and whose local shards are
+    memory, is stepped through its shard, which the elementwise rule updates as
+    it would the whole. Any other such parameter is left to the single-tensor
+    path, whose ops the subclass implements.
     """
     lists = [ts for ts in tensors if ts]
     if all({*map(type, ts)} <= _PLAIN_TYPES for ts in lists):
-        return tensors, []  # the usual case, checked cheaply
+        return tensors, [], []  # the usual case, checked cheaply
     local = [list(ts) for ts in tensors]
-    others = []
+    others, unwrapped = [], []
     for i, step in enumerate(tensors.state_steps):
         own = [ts[i] for ts in tensors[:-1] if ts]  # θ, g, v and m, b where the rule has them
-        if not _is_memory(step):
+        if _is_memory(step) and all(_is_memory(t) for t in own):
+            continue
+        shards = [cast(Any, t).to_local() for t in own] if _shards_alike(own) else []
+        # (A shard may be a subclass in turn: a float8 weight's, say.)
+        if not (_is_memory(step) and shards and all(_is_memory(s) for s in shards)):
             others.append(i)
-        elif not all(_is_memory(t) for t in own):
-            if not _shards_alike(own):
-                others.append(i)
-                continue
-            for ts in local[:-1]:
-                if ts:
-                    ts[i] = cast(Any, ts[i]).to_local()
-    return StepTensors(*local), others
+            continue
+        for ts, shard in zip((ts for ts in local[:-1] if ts), shards):
+            ts[i] = shard
+        unwrapped.append(i)
+    return StepTensors(*local), others, unwrapped
 
 
 def _is_memory(t: Tensor) -> bool:

@@ -619,6 +619,8 @@ def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tupl
         return None
     if any(t.device != device for t in (g, *state, step)):
         return None
+    if p.numel() and not all(t.data_ptr() for t in (p, g, *state, step)):
+        return None  # no memory of its own (a subclass this far is a bug; never address 0)
     param_dtype, grad_dtype, state_dtype = real_dtype(p), real_dtype(g), real_dtype(state[0])
     if (
         param_dtype not in _TENSOR_DTYPES
