@@ -25,7 +25,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 bench=(benchmarks/gpu_step.py --steps 30 --warmup 3 --print-each)
 
-launch=()  # the sweep's fastest settings once it ran, else the kernel's own
+launch=()  # the fastest settings of a sweep in $out, else the kernel's own
 workers=()  # the tests compile dozens of kernel variants: in parallel where pytest-xdist is,
 "$python" -c "import xdist" 2>/dev/null && workers=(-n 8)
 # and one that hangs fails alone where pytest-timeout is, so the run still ends with its report
@@ -54,7 +54,12 @@ cuda.best_launch(json.load(open(sys.argv[1]))["rows"])' "$out/sweep.json" 2>/dev
 }
 
 for part in "${parts[@]}"; do
-    [[ -s $out/sweep.json ]] && usable_sweep && launch=(--launch-from "$out/sweep.json")
+    [[ $part == sweep ]] && rm -f "$out/sweep.json"  # never an earlier run's (another card's)
+    launch=()
+    if [[ -s $out/sweep.json ]] && usable_sweep; then
+        launch=(--launch-from "$out/sweep.json")
+        echo "$part: launched with the fastest settings in $out/sweep.json" >>"$out/summary.txt"
+    fi
     case $part in
         tests) JAX_PLATFORMS=cpu run_part tests 150 "$python" -m pytest tests -m gpu \
             -p no:cacheprovider -q -rfEs --durations=15 "${workers[@]}" ;;

@@ -520,21 +520,29 @@ def test_gpu_check_refuses_an_unknown_part_before_running_any(tmp_path):
 
 @pytest.mark.skipif(has_cuda(), reason="checks the parts' flags by their no-GPU exit")
 def test_gpu_check_parts_pass_flags_the_benchmark_takes(tmp_path):
-    """Each part reaches the benchmark's CUDA check (exit 1), so its flags parsed; once a
-    sweep's rows are there, the later parts launch with their fastest settings."""
+    """Each part reaches the benchmark's CUDA check (exit 1), so its flags parsed. A sweep
+    never leaves an earlier run's rows behind; the parts after one launch with its fastest
+    settings, and the summary says so."""
     pytest.importorskip("torch")
-    rows = sweep_rows({("float32", "plain", 2048, 8): 1.0})
-    (tmp_path / "sweep.json").write_text(json.dumps({"rows": rows}))
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"rows": sweep_rows({("float32", "plain", 2048, 8): 1.0})}))
+    stale = sweep.read_text()
     out = run_check("sweep", "bench", "compile", out=tmp_path)
     assert out.returncode == 0, out.stderr
     summary = (tmp_path / "summary.txt").read_text().splitlines()
     assert [line.split(" after ")[0] for line in summary] == [
         "sweep: exit 1", "bench: exit 1", "compile: exit 1",
     ]  # fmt: skip
+    assert not sweep.exists()  # this sweep failed, and the earlier one is gone
     for part in ("sweep", "bench", "compile"):
         log = (tmp_path / f"{part}.log").read_text()
-        assert "needs a CUDA GPU" in log, log
-        assert ("--launch-from" in log.splitlines()[0]) == (part != "sweep")
+        assert "needs a CUDA GPU" in log and "--launch-from" not in log, log
+    sweep.write_text(stale)  # as a sweep of this run would have left it
+    assert run_check("bench", "compile", out=tmp_path).returncode == 0
+    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    assert summary[0] == f"bench: launched with the fastest settings in {sweep}"
+    for part in ("bench", "compile"):
+        assert "--launch-from" in (tmp_path / f"{part}.log").read_text().splitlines()[0]
 
 
 @pytest.mark.skipif(has_cuda(), reason="checks the flags by their no-GPU exit")
