@@ -61,6 +61,11 @@ class StepTensors(NamedTuple):
         """The lists of the parameters at ``indices`` only (an empty list stays empty)."""
         return StepTensors(*([ts[i] for i in indices] if ts else [] for ts in self))
 
+    def written(self, unscaled: bool) -> list[Tensor]:
+        """What a step writes in place: parameters, state, step counts, and the gradients
+        when it unscales them (autograd's version counters must hear of it)."""
+        return [t for ts in (self if unscaled else self[:1] + self[2:]) for t in ts]
+
     def used_by(self, hyper: Hyper) -> StepTensors:
         """These lists, with the ones ``hyper``'s rule doesn't use emptied."""
         return self._replace(
@@ -210,11 +215,7 @@ def _fused_rmsprop(
     if unwrapped:
         # The kernels wrote the DTensors' shards: their own version counters move too.
         wrappers = tensors.used_by(hyper).pick(unwrapped)
-        written = [*wrappers.params, *wrappers.square_avgs]
-        written += [*wrappers.grad_avgs, *wrappers.momentum_buffers]
-        torch.autograd.graph.increment_version(
-            written + wrappers.grads if grad_scale is not None else written
-        )
+        torch.autograd.graph.increment_version(wrappers.written(grad_scale is not None))
 
 
 def check_fused(params: list[Tensor], stochastic_rounding: bool) -> None:

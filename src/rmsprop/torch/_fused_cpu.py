@@ -28,6 +28,7 @@ from rmsprop.torch._functional import (
     _view_as_real,
 )
 from rmsprop.torch._plans import (
+    addressable,
     cached_plan,
     identity,
     listed_twice,
@@ -143,7 +144,7 @@ def _build_plan(tensors: StepTensors) -> _Plan:
         g = grads[i]
         fits = (
             p.data_ptr() not in repeated
-            and not (p.numel() and not all(t.data_ptr() for t in (p, g, *state)))  # no memory
+            and addressable(p, [g, *state])
             and all(t.dtype == p.dtype and t.is_cpu for t in (p, g, *state))
             # Lazily conjugated or negated: the memory holds other values than the tensor.
             and not (p.is_conj() or p.is_neg() or g.is_conj() or g.is_neg())

@@ -25,6 +25,7 @@ from torch import Tensor
 
 __all__ = [
     "Plan",
+    "addressable",
     "cached_plan",
     "identity",
     "listed_twice",
@@ -113,6 +114,12 @@ def cached_plan(
         while len(cache) > KEPT:
             cache.popitem(last=False)
     return plan
+
+
+def addressable(p: Tensor, others: list[Tensor]) -> bool:
+    """Whether a non-empty p and the others have memory at an address (a tensor subclass
+    with ops of its own may have none: address 0, which no kernel may be handed)."""
+    return not p.numel() or all(t.data_ptr() for t in (p, *others))
 
 
 def listed_twice(params: list[Tensor]) -> set[int]:

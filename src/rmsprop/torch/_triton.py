@@ -83,6 +83,7 @@ from torch import Tensor
 
 from rmsprop.torch._functional import Hyper, StepTensors, _unfused_step
 from rmsprop.torch._plans import (
+    addressable,
     cached_plan,
     identity,
     listed_twice,
@@ -547,9 +548,7 @@ def fused_rmsprop(
     for launch in plan.launches:
         _launch(launch, hyper, grad_scale, found_inf, stochastic_rounding)
     # The kernel writes behind autograd's back: tell it, as an in-place op would.
-    params, grads, square_avgs, m, b, state_steps = tensors
-    written = [*params, *square_avgs, *m, *b, *state_steps]
-    torch.autograd.graph.increment_version(written + grads if grad_scale is not None else written)
+    torch.autograd.graph.increment_version(tensors.written(grad_scale is not None))
     if plan.rest:
         _unfused_step(tensors.pick(plan.rest), hyper, grad_scale, found_inf, foreach=True)
     if plan.looped:
@@ -619,8 +618,8 @@ def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tupl
         return None
     if any(t.device != device for t in (g, *state, step)):
         return None
-    if p.numel() and not all(t.data_ptr() for t in (p, g, *state, step)):
-        return None  # no memory of its own (a subclass this far is a bug; never address 0)
+    if not addressable(p, [g, *state, step]):
+        return None
     param_dtype, grad_dtype, state_dtype = real_dtype(p), real_dtype(g), real_dtype(state[0])
     if (
         param_dtype not in _TENSOR_DTYPES
