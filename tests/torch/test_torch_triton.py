@@ -464,6 +464,35 @@ def test_zero_decay_with_bias_correction(device, centered):
 
 
 @interpreted_or_cuda
+def test_integer_hyperparameters_reach_the_kernel_as_floats(device, monkeypatch):
+    # Triton types each scalar argument by its Python type (and specializes an int 1):
+    # a group's momentum=0 or lr=1 must not compile another kernel, or a wrong one.
+    kernel, calls = fused_triton._rmsprop_kernel, []
+
+    class Recording:
+        def __getitem__(self, grid):
+            def launch(*args, **switches):
+                calls.append(args)
+                return kernel[grid](*args, **switches)
+
+            return launch
+
+    monkeypatch.setattr(fused_triton, "_rmsprop_kernel", Recording())
+    integers = {"lr": 1, "alpha": 0, "eps": 1, "momentum": 0, "weight_decay": 1}
+    results = []
+    for path in (FUSED, LOOP):
+        params = make_params(device, torch.float32, extra=False)
+        opt = RMSprop(params, **path)
+        opt.param_groups[0].update(integers)
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+        results.append(params)
+    assert calls and all(type(arg) is float for args in calls for arg in args[8:])
+    assert_close(*results, **FLOAT32)
+
+
+@interpreted_or_cuda
 def test_a_failed_gradient_upload_is_retried_not_forgotten(device, monkeypatch):
     params = [torch.nn.Parameter(torch.ones(5, device=device))]
     opt = RMSprop(params, fused=True)

@@ -655,7 +655,10 @@ def _launch(
         grad_scale = grad_scale.to(device, torch.float32, non_blocking=True)
     if found_inf is not None:
         found_inf = found_inf.to(device, torch.float32, non_blocking=True)
-    decay, weight_decay = hyper.decay, hyper.weight_decay
+    # Plain floats: Triton types (and may specialize) each scalar by its Python type, so a
+    # param group's int (momentum=0, lr=1) would compile another kernel, or fail to.
+    lr = float(lr)
+    decay, weight_decay = float(hyper.decay), float(hyper.weight_decay)
     # log2(ρ) in float64, passed as two float32 halves (kernel scalars are float32).
     if decay > 0:
         log2_decay = math.log2(decay)
@@ -678,8 +681,8 @@ def _launch(
             1 - lr * weight_decay,
             decay,
             1 - decay,
-            hyper.eps,
-            hyper.momentum,
+            float(hyper.eps),
+            float(hyper.momentum),
             weight_decay,
             log2_decay_high,
             log2_decay_low,
