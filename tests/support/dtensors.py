@@ -16,14 +16,23 @@ import pytest
 import torch
 
 
+def _module() -> Any:
+    """torch's DTensor module: torch.distributed.tensor, or torch.distributed._tensor before 2.5."""
+    for name in ("torch.distributed.tensor", "torch.distributed._tensor"):
+        module = importlib.import_module(name)
+        if hasattr(module, "DTensor"):
+            return module
+    raise ImportError("neither torch.distributed.tensor nor torch.distributed._tensor has DTensor")
+
+
 def unavailable() -> str:
     """Why DTensors can't be made here ('' when they can)."""
     if not torch.distributed.is_available():
         return "this torch build has no torch.distributed"
     try:
-        importlib.import_module("torch.distributed.tensor")
+        _module()
     except ImportError as error:
-        return f"torch.distributed.tensor does not import: {error}"
+        return f"torch's DTensor does not import: {error}"
     return ""
 
 
@@ -48,7 +57,6 @@ def one_rank_mesh(device_type: str) -> Iterator[Any]:
 def as_dtensor(local: torch.Tensor, mesh: Any, placement: str) -> torch.Tensor:
     """``local`` as the DTensor whose only shard it is: "shard" (dim 0), "replicate" or
     "partial" (a sum still to be taken)."""
-    from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
-
-    kind = {"shard": Shard(0), "replicate": Replicate(), "partial": Partial()}[placement]
-    return DTensor.from_local(local, mesh, [kind], run_check=False)
+    module = _module()
+    kinds = {"shard": module.Shard(0), "replicate": module.Replicate(), "partial": module.Partial()}
+    return module.DTensor.from_local(local, mesh, [kinds[placement]], run_check=False)

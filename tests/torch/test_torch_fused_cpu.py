@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch", reason="the torch backend needs the torch e
 pytest.importorskip("numba", reason="the fused CPU kernel needs the fast extra (numba)")
 
 from rmsprop import _fused_cpu  # noqa: E402
-from rmsprop.torch import RMSprop  # noqa: E402
+from rmsprop.torch import RMSprop, _custom_op  # noqa: E402
 from rmsprop.torch._optimizer import _choose_path  # noqa: E402
 
 # Sizes around the chunk edge, and one big enough to be split over threads.
@@ -441,6 +441,7 @@ def test_a_step_the_fused_path_refuses_changes_nothing_even_its_subclass_tensors
 # ---- torch.compile -------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(not _custom_op.ONE_OP, reason="torch < 2.5 can't functionalize the op")
 @pytest.mark.parametrize("options", RULES, ids=["plain", "centered"])
 def test_a_compiled_step_calls_the_kernel_as_one_op(options):
     import torch._dynamo
@@ -477,3 +478,32 @@ def test_a_compiled_step_calls_the_kernel_as_one_op(options):
     torch_model, torch_opt = make(torch.optim.RMSprop, foreach=False)
     torch_model(x).pow(2).mean().backward()
     assert breaks == torch._dynamo.explain(torch_opt.step)().graph_break_count >= 0
+
+
+def test_where_the_op_cannot_be_compiled_a_step_runs_it_between_graphs(monkeypatch):
+    # As with torch 2.4, whose functionalization refuses ops that mutate tensor lists.
+    import torch._dynamo
+
+    monkeypatch.setattr(_custom_op, "ONE_OP", False)
+    results, graphs = [], []
+
+    def recording(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return torch._dynamo.backends.debugging.aot_eager(graph_module, example_inputs)
+
+    torch._dynamo.reset()
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        opt = RMSprop(model.parameters(), fused=True, **RULES[1])
+        step = torch.compile(opt.step, backend=recording) if compiled else opt.step
+        for i in range(3):
+            x = torch.randn(8, 4, generator=torch.Generator().manual_seed(i))
+            model.zero_grad()
+            model(x).pow(2).mean().backward()
+            step()
+        results.append(list(model.parameters()))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    ops = (torch.ops.rmsprop.fused_step, torch.ops.rmsprop.fused_step.default)
+    assert graphs and not [n for g in graphs for n in g.graph.nodes if n.target in ops]

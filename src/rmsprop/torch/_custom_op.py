@@ -3,7 +3,8 @@
 A compiled step calls it once over every tensor, whatever their device: it
 is opaque to the compiler (the kernels write through address tables, which
 no tracer can see), and runs the eager fused step inside (the Triton kernel,
-or the Numba one on the CPU). Importing `rmsprop.torch` registers it.
+or the Numba one on the CPU). Importing `rmsprop.torch` registers it. (With
+torch 2.4 a compiled step calls the eager fused step through a graph break.)
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def _(*args: Any) -> None:
     return None
 
 
+# torch 2.4 can't functionalize an op that mutates lists of tensors: there a compiled
+# step runs the eager fused step between two graphs instead (a graph break).
+ONE_OP = torch.torch_version.TorchVersion(torch.__version__) >= "2.5"
+
+
 def fused_step(
     tensors: StepTensors,
     hyper: Hyper,
@@ -74,8 +80,23 @@ def fused_step(
     stochastic_rounding: bool,
 ) -> None:
     """Calls the op (what a compiled step does instead of the eager fused step)."""
-    lr = hyper.lr
+    if not ONE_OP:
+        _between_graphs(tensors, hyper, grad_scale, found_inf, stochastic_rounding)
+        return
+    lr, *rule = hyper  # (torch 2.6-2.8 can't trace a slice of a NamedTuple)
     lr_value, lr_tensor = (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
     torch.ops.rmsprop.fused_step(
-        *tensors, lr_value, lr_tensor, *hyper[1:], grad_scale, found_inf, stochastic_rounding
+        *tensors, lr_value, lr_tensor, *rule, grad_scale, found_inf, stochastic_rounding
     )
+
+
+@torch.compiler.disable  # type: ignore[untyped-decorator, misc, unused-ignore]
+def _between_graphs(
+    tensors: StepTensors,
+    hyper: Hyper,
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+    stochastic_rounding: bool,
+) -> None:
+    check_fused(tensors.params, stochastic_rounding)
+    fused_by_device(tensors, hyper, grad_scale, found_inf, stochastic_rounding)

@@ -74,6 +74,22 @@ class StepTensors(NamedTuple):
         )
 
 
+def mark_written(tensors: list[Tensor]) -> None:
+    """Tells autograd a kernel wrote these tensors in place, as an in-place op would."""
+    if _INCREMENT_TAKES_LISTS:
+        torch.autograd.graph.increment_version(tensors)
+    else:
+        for t in tensors:
+            torch.autograd.graph.increment_version(t)
+
+
+try:  # torch < 2.5 bumps one tensor per call
+    torch.autograd.graph.increment_version([])
+    _INCREMENT_TAKES_LISTS = True
+except (RuntimeError, TypeError):
+    _INCREMENT_TAKES_LISTS = False
+
+
 def rmsprop(
     params: list[Tensor],
     grads: list[Tensor],
@@ -215,7 +231,7 @@ def _fused_rmsprop(
     if unwrapped:
         # The kernels wrote the DTensors' shards: their own version counters move too.
         wrappers = tensors.used_by(hyper).pick(unwrapped)
-        torch.autograd.graph.increment_version(wrappers.written(grad_scale is not None))
+        mark_written(wrappers.written(grad_scale is not None))
 
 
 def check_fused(params: list[Tensor], stochastic_rounding: bool) -> None:
@@ -255,7 +271,8 @@ def fused_by_device(
 
 
 # Tensor types whose memory holds their values: what the fused kernels read and write.
-_PLAIN_TYPES = frozenset({Tensor, torch.nn.Parameter})
+_PLAIN_TUPLE = (Tensor, torch.nn.Parameter)
+_PLAIN_TYPES = frozenset(_PLAIN_TUPLE)
 
 
 def _as_memory(tensors: StepTensors) -> tuple[StepTensors, list[int], list[int]]:
@@ -270,8 +287,7 @@ def _as_memory(tensors: StepTensors) -> tuple[StepTensors, list[int], list[int]]
     it would the whole. Any other such parameter is left to the single-tensor
     path, whose ops the subclass implements.
     """
-    lists = [ts for ts in tensors if ts]
-    if all({*map(type, ts)} <= _PLAIN_TYPES for ts in lists):
+    if _all_plain(tensors):
         return tensors, [], []  # the usual case, checked cheaply
     local = [list(ts) for ts in tensors]
     others, unwrapped = [], []
@@ -290,6 +306,13 @@ def _as_memory(tensors: StepTensors) -> tuple[StepTensors, list[int], list[int]]
     return StepTensors(*local), others, unwrapped
 
 
+def _all_plain(lists: Sequence[list[Tensor]]) -> bool:
+    """Whether every tensor is a plain Tensor or Parameter."""
+    if torch.compiler.is_compiling():  # a form torch.compile has traced since torch 2.5
+        return all(type(t) in _PLAIN_TUPLE for ts in lists for t in ts)
+    return all({*map(type, ts)} <= _PLAIN_TYPES for ts in lists)  # faster, eagerly
+
+
 def _is_memory(t: Tensor) -> bool:
     # Parameter and plain subclasses inherit Tensor's (disabled) dispatch hook.
     return type(t).__torch_dispatch__ is Tensor.__torch_dispatch__
@@ -297,13 +320,22 @@ def _is_memory(t: Tensor) -> bool:
 
 def _shards_alike(tensors: list[Tensor]) -> bool:
     """Whether these are DTensors on one mesh with one layout, none partial (a pending sum)."""
-    dtensor = sys.modules.get("torch.distributed.tensor")  # none exist before it is imported
-    if dtensor is None or not all(isinstance(t, dtensor.DTensor) for t in tensors):
+    dtensor = _dtensor_class()
+    if dtensor is None or not all(isinstance(t, dtensor) for t in tensors):
         return False
     first, *rest = cast(list[Any], tensors)
     return not any(placement.is_partial() for placement in first.placements) and all(
         t.device_mesh == first.device_mesh and t.placements == first.placements for t in rest
     )
+
+
+def _dtensor_class() -> Any:
+    """torch's DTensor class, or None while no DTensor can exist (its module isn't imported)."""
+    for name in ("torch.distributed.tensor", "torch.distributed._tensor"):  # torch >= 2.5, 2.4
+        dtensor = getattr(sys.modules.get(name), "DTensor", None)
+        if dtensor is not None:
+            return dtensor
+    return None
 
 
 def _unfused_step(
@@ -399,7 +431,7 @@ def _single_tensor_rmsprop(
             first_moment = grad_avg / correction if grad_avg is not None else None
         if first_moment is not None:
             variance = second_moment.addcmul(first_moment, first_moment, value=-1)
-            variance.clamp_min_(0)
+            variance.clamp_(min=0)  # (older DTensors have clamp_ but no clamp_min_)
         else:
             variance = second_moment
 

@@ -26,6 +26,7 @@ from rmsprop.torch._functional import (
     StepTensors,
     _single_tensor_rmsprop,
     _view_as_real,
+    mark_written,
 )
 from rmsprop.torch._plans import (
     addressable,
@@ -84,7 +85,7 @@ def _fused_cpu_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:
     _fused_cpu.run(tasks, [table for table, _ in plan.tables], threads)
     # The kernel writes behind autograd's back: tell it, as an in-place op would
     # (16-bit tensors are written back by copy_, which does).
-    torch.autograd.graph.increment_version(plan.written(params, square_avgs, m, b))
+    mark_written(plan.written(params, square_avgs, m, b))
 
 
 class _Plan:

@@ -73,6 +73,7 @@ address tables included.
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast
@@ -81,7 +82,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rmsprop.torch._functional import Hyper, StepTensors, _unfused_step
+from rmsprop.torch._functional import Hyper, StepTensors, _unfused_step, mark_written
 from rmsprop.torch._plans import (
     addressable,
     cached_plan,
@@ -91,6 +92,22 @@ from rmsprop.torch._plans import (
     same_dense_layout,
 )
 
+# The oldest triton the kernel is tested with (the `triton` extra's floor).
+MINIMUM_TRITON = (3, 6)
+
+
+def too_old(version: str) -> str:
+    """Why a triton of this version can't run the kernel ('' when it can)."""
+    release = re.match(r"(\d+)\.(\d+)", version)
+    if release and tuple(map(int, release.groups())) >= MINIMUM_TRITON:
+        return ""
+    return (
+        f"triton {version} is installed, and the fused kernel needs triton >= "
+        f"{'.'.join(map(str, MINIMUM_TRITON))} (an older torch may pin an older triton: "
+        "upgrade both, or step with fused=False)"
+    )
+
+
 try:
     import triton  # type: ignore[import-untyped, import-not-found, unused-ignore]
     import triton.language as tl  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -98,7 +115,9 @@ except ImportError as error:  # the `triton` extra is not installed
     triton = tl = None
     WHY_UNAVAILABLE = f"triton is not installed ({error}); install rmsprop[triton]"
 else:
-    WHY_UNAVAILABLE = ""
+    WHY_UNAVAILABLE = too_old(triton.__version__)
+    if WHY_UNAVAILABLE:
+        triton = tl = None
 
 AVAILABLE = triton is not None
 
@@ -548,7 +567,7 @@ def fused_rmsprop(
     for launch in plan.launches:
         _launch(launch, hyper, grad_scale, found_inf, stochastic_rounding)
     # The kernel writes behind autograd's back: tell it, as an in-place op would.
-    torch.autograd.graph.increment_version(tensors.written(grad_scale is not None))
+    mark_written(tensors.written(grad_scale is not None))
     if plan.rest:
         _unfused_step(tensors.pick(plan.rest), hyper, grad_scale, found_inf, foreach=True)
     if plan.looped:
