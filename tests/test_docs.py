@@ -56,15 +56,34 @@ def test_numpy_only_example_prints_the_textbook_numbers():
     assert "python examples/textbook_step.py" in README
 
 
-def test_ci_runs_the_readmes_two_setup_commands_as_written():
+def test_ci_runs_the_readmes_setup_commands_as_written():
     commands = re.findall(r"```bash\n(python3 -m venv .*?)\n```", README)
-    assert len(commands) == 2, commands
+    assert len(commands) == 3, commands
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    demo, tests = commands
+    demo, tests, floors = commands
     assert demo.endswith("rmsprop demo") and tests.endswith("bash ci/test.sh")
-    # CI runs the demo quick and out of the checkout; otherwise the very same line.
+    # CI runs the demo quick and out of the checkout; otherwise the very same lines.
     assert demo + ' --quick --out "${TMPDIR:-/tmp}/rmsprop-ci-demo"' in ci
     assert tests in ci
+    assert "-c ci/floors.txt" in floors and floors in ci
+
+
+def test_the_floors_job_pins_every_extras_floor():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    floors = dict(
+        line.split("==")
+        for line in (ROOT / "ci" / "floors.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    required = re.findall(r'"([a-z-]+)>=([0-9.]+)(?:;[^"]*)?"', pyproject)
+    runtime = {name: floor for name, floor in required if name not in {
+        "hatchling", "pytest", "hypothesis", "ruff", "mypy", "triton", "tensorflow-cpu", "keras",
+    }}  # fmt: skip
+    assert runtime, "no floors found in pyproject.toml"
+    for name, floor in runtime.items():
+        assert name in floors, f"ci/floors.txt does not pin {name}"
+        pinned = tuple(map(int, floors[name].split(".")[: len(floor.split("."))]))
+        assert pinned == tuple(map(int, floor.split("."))), f"{name}: {floors[name]} vs {floor}"
 
 
 def test_the_fused_paths_page_names_real_options_and_its_code_compiles():

@@ -173,7 +173,7 @@ def run_jax(case: Case) -> np.ndarray:
 
     import rmsprop.jax
 
-    with jax.enable_x64(case.dtype == "float64"):
+    with jax_x64(case.dtype == "float64"):
         lrs = jnp.asarray(case.lrs, dtype=case.dtype)
         arguments = jax_arguments(case.config)
         arguments["learning_rate"] = lambda count: lrs[count]
@@ -272,3 +272,12 @@ def assert_naive_port_is_told_apart(
         error = np.max(np.abs(naive - reference))
         assert error > tolerance, f"{case.name}: the {naive_flavor} rule matches too ({error:.2g})"
     assert counted >= 3 * len(cases) // 4, f"only {counted} of {len(cases)} cases move enough"
+
+
+def jax_x64(enabled: bool) -> Any:
+    """A block with 64-bit JAX on or off (jax.enable_x64 is new in jax 0.7; before it,
+    jax.experimental.enable_x64)."""
+    import jax
+    import jax.experimental
+
+    return (jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64)(enabled)

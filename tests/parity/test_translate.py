@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from parity_problems import DTYPES, STEPS, Case, flat, make_case, run_numpy
+from parity_problems import DTYPES, STEPS, Case, flat, jax_x64, make_case, run_numpy
 from tables import TOLERANCES, random_configs
 
 import rmsprop
@@ -242,7 +242,7 @@ def run_optax(case: Case) -> np.ndarray:
     import jax.numpy as jnp
     import optax
 
-    with jax.enable_x64(case.dtype == "float64"):
+    with jax_x64(case.dtype == "float64"):
         lrs = jnp.asarray(case.lrs, dtype=case.dtype)
         optimizer = optax.rmsprop(**dict(case.arguments, learning_rate=lambda count: lrs[count]))
 
