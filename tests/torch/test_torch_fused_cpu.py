@@ -489,6 +489,38 @@ def test_a_compiled_step_calls_the_kernel_as_one_op(options):
     assert breaks == torch._dynamo.explain(torch_opt.step)().graph_break_count >= 0
 
 
+def test_a_tensor_lr_under_a_scheduler_compiles_once():
+    # A float lr is a constant to torch.compile: each new value recompiles the step, as with
+    # torch.optim. A tensor lr is an input, which schedulers fill in place.
+    import torch._dynamo
+
+    results, graphs = [], []
+
+    def recording(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return torch._dynamo.backends.debugging.aot_eager(graph_module, example_inputs)
+
+    torch._dynamo.reset()
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        opt = RMSprop(model.parameters(), lr=torch.tensor(0.01), fused=True, **RULES[1])
+        schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+        step = torch.compile(opt.step, backend=recording) if compiled else opt.step
+        for i in range(6):
+            x = torch.randn(8, 4, generator=torch.Generator().manual_seed(i))
+            model.zero_grad()
+            model(x).pow(2).mean().backward()
+            step()
+            schedule.step()
+            if i == 2:
+                compiled_by_then = len(graphs)
+        results.append(list(model.parameters()))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert compiled_by_then and len(graphs) == compiled_by_then  # no step after the third compiled
+
+
 def test_where_the_op_cannot_be_compiled_a_step_runs_it_between_graphs(monkeypatch):
     # As with torch 2.4, whose functionalization refuses ops that mutate tensor lists.
     import torch._dynamo
