@@ -57,7 +57,7 @@ def test_numpy_only_example_prints_the_textbook_numbers():
 
 
 def test_ci_runs_the_readmes_setup_commands_as_written():
-    commands = re.findall(r"```bash\n(python3 -m venv .*?)\n```", README)
+    commands = re.findall(r"```bash\n(python3(?:\.\d+)? -m venv .*?)\n```", README)
     assert len(commands) == 3, commands
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     demo, tests, floors = commands

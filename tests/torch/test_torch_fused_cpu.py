@@ -12,6 +12,7 @@ pytest.importorskip("numba", reason="the fused CPU kernel needs the fast extra (
 
 from rmsprop import _fused_cpu  # noqa: E402
 from rmsprop.torch import RMSprop, _custom_op  # noqa: E402
+from rmsprop.torch._functional import release  # noqa: E402
 from rmsprop.torch._optimizer import _choose_path  # noqa: E402
 
 # Sizes around the chunk edge, and one big enough to be split over threads.
@@ -368,7 +369,7 @@ def test_fsdp2_dtensors_step_through_their_local_shards(options):
 
 
 PARTIAL_SUMS = pytest.mark.skipif(
-    torch.torch_version.TorchVersion(torch.__version__) < "2.10",
+    release(torch.__version__) < (2, 10),
     reason="DTensor before torch 2.10 can't redistribute a sharded parameter to a partial sum "
     "(in any optimizer's single-tensor path)",
 )
@@ -487,6 +488,27 @@ def test_a_compiled_step_calls_the_kernel_as_one_op(options):
     torch_model, torch_opt = make(torch.optim.RMSprop, foreach=False)
     torch_model(x).pow(2).mean().backward()
     assert breaks == torch._dynamo.explain(torch_opt.step)().graph_break_count >= 0
+
+
+@dtensors.needed
+@pytest.mark.parametrize("one_op", [True, False], ids=["one-op", "between-graphs"])
+def test_a_compiled_step_moves_the_version_counters_of_dtensors_it_steps(one_op, monkeypatch):
+    import torch._dynamo
+
+    if not _custom_op.ONE_OP:  # the fallback's own logic is checked here with torch >= 2.5
+        pytest.skip("torch < 2.5 can't functionalize the op, nor compile this DTensor step")
+    monkeypatch.setattr(_custom_op, "ONE_OP", one_op)
+    torch._dynamo.reset()
+    with dtensors.one_rank_mesh("cpu") as mesh:
+        p = torch.nn.Parameter(dtensors.as_dtensor(torch.randn(4), mesh, "shard"))
+        opt = RMSprop([p], fused=True)
+        step = torch.compile(opt.step, backend="aot_eager")
+        versions = []
+        for _ in range(2):
+            p.grad = dtensors.as_dtensor(torch.randn(4), mesh, "shard")
+            step()
+            versions.append(p._version)
+        assert 0 < versions[0] < versions[1]  # as an eager step's in-place ops would move them
 
 
 def test_a_tensor_lr_under_a_scheduler_compiles_once():

@@ -15,7 +15,7 @@ from typing import Any, get_type_hints
 import torch
 from torch import Tensor
 
-from rmsprop.torch._functional import Hyper, StepTensors, check_fused, fused_by_device
+from rmsprop.torch._functional import Hyper, StepTensors, check_fused, fused_by_device, release
 
 # Its scalars are Hyper's fields (a schema takes no tuples), lr as a float or a tensor.
 _MUTATED = StepTensors._fields
@@ -68,8 +68,9 @@ def _(*args: Any) -> None:
 
 
 # torch 2.4 can't functionalize an op that mutates lists of tensors: there a compiled
-# step runs the eager fused step between two graphs instead (a graph break).
-ONE_OP = torch.torch_version.TorchVersion(torch.__version__) >= "2.5"
+# step runs the eager fused step between two graphs instead (a graph break). By release
+# number, so that 2.5's pre-releases (NGC's 2.5.0a0, nightlies) count as 2.5.
+ONE_OP = release(torch.__version__) >= (2, 5)
 
 
 def fused_step(
@@ -80,23 +81,8 @@ def fused_step(
     stochastic_rounding: bool,
 ) -> None:
     """Calls the op (what a compiled step does instead of the eager fused step)."""
-    if not ONE_OP:
-        _between_graphs(tensors, hyper, grad_scale, found_inf, stochastic_rounding)
-        return
     lr, *rule = hyper  # (torch 2.6-2.8 can't trace a slice of a NamedTuple)
     lr_value, lr_tensor = (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
     torch.ops.rmsprop.fused_step(
         *tensors, lr_value, lr_tensor, *rule, grad_scale, found_inf, stochastic_rounding
     )
-
-
-@torch.compiler.disable  # type: ignore[untyped-decorator, misc, unused-ignore]
-def _between_graphs(
-    tensors: StepTensors,
-    hyper: Hyper,
-    grad_scale: Tensor | None,
-    found_inf: Tensor | None,
-    stochastic_rounding: bool,
-) -> None:
-    check_fused(tensors.params, stochastic_rounding)
-    fused_by_device(tensors, hyper, grad_scale, found_inf, stochastic_rounding)

@@ -11,6 +11,7 @@ rule in one pass over memory.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
@@ -222,16 +223,41 @@ def _fused_rmsprop(
         _unfused_step(local.pick(others), hyper, grad_scale, found_inf, foreach=False)
     if not fused.params:
         return
+    # The kernels write the DTensors' shards: their own version counters must move too.
+    wrappers = tensors.used_by(hyper).pick(unwrapped) if unwrapped else None
     if torch.compiler.is_compiling():
-        from rmsprop.torch._custom_op import fused_step
+        from rmsprop.torch import _custom_op
 
-        fused_step(fused, hyper, grad_scale, found_inf, stochastic_rounding)
+        if _custom_op.ONE_OP:
+            _custom_op.fused_step(fused, hyper, grad_scale, found_inf, stochastic_rounding)
+        else:  # torch 2.4: the eager step, between two graphs
+            _between_graphs(fused, wrappers, hyper, grad_scale, found_inf, stochastic_rounding)
         return
+    _fused_and_marked(fused, wrappers, hyper, grad_scale, found_inf, stochastic_rounding)
+
+
+def _fused_and_marked(
+    fused: StepTensors,
+    wrappers: StepTensors | None,
+    hyper: Hyper,
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+    stochastic_rounding: bool,
+) -> None:
+    """The eager fused step, then the version bumps of the DTensors whose shards it wrote."""
     fused_by_device(fused, hyper, grad_scale, found_inf, stochastic_rounding)
-    if unwrapped:
-        # The kernels wrote the DTensors' shards: their own version counters move too.
-        wrappers = tensors.used_by(hyper).pick(unwrapped)
+    if wrappers is not None:
         mark_written(wrappers.written(grad_scale is not None))
+
+
+_between_graphs: Any = torch.compiler.disable(_fused_and_marked)  # type: ignore[no-untyped-call, unused-ignore]
+
+
+def release(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string ("2.5.0a0+git…" → (2, 5); (0, 0) if there is none),
+    so that pre-releases count as their release."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return (int(found[1]), int(found[2])) if found else (0, 0)
 
 
 def check_fused(params: list[Tensor], stochastic_rounding: bool) -> None:

@@ -73,7 +73,6 @@ address tables included.
 from __future__ import annotations
 
 import math
-import re
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast
@@ -82,7 +81,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rmsprop.torch._functional import Hyper, StepTensors, _unfused_step, mark_written
+from rmsprop.torch._functional import Hyper, StepTensors, _unfused_step, mark_written, release
 from rmsprop.torch._plans import (
     addressable,
     cached_plan,
@@ -98,8 +97,7 @@ MINIMUM_TRITON = (3, 6)
 
 def too_old(version: str) -> str:
     """Why a triton of this version can't run the kernel ('' when it can)."""
-    release = re.match(r"(\d+)\.(\d+)", version)
-    if release and tuple(map(int, release.groups())) >= MINIMUM_TRITON:
+    if release(version) >= MINIMUM_TRITON:
         return ""
     return (
         f"triton {version} is installed, and the fused kernel needs triton >= "
