@@ -511,14 +511,14 @@ def test_a_compiled_step_moves_the_version_counters_of_dtensors_it_steps(one_op,
         assert 0 < versions[0] < versions[1]  # as an eager step's in-place ops would move them
 
 
-def test_a_tensor_lr_under_a_scheduler_compiles_once():
-    # A float lr is a constant to torch.compile: each new value recompiles the step, as with
-    # torch.optim. A tensor lr is an input, which schedulers fill in place.
+def eager_and_compiled(steps, tensor_lr=False, scheduled=False):
+    """A small model stepped eagerly, then the same through a compiled step (fused, the rich
+    rule): both models' parameters, and the graphs compiled by the end of each step."""
     import torch._dynamo
 
-    results, graphs = [], []
+    results, graphs, compiled_by_step = [], [], []
 
-    def recording(graph_module, example_inputs):
+    def recording(graph_module, example_inputs):  # then through AOT autograd, as inductor would
         graphs.append(graph_module)
         return torch._dynamo.backends.debugging.aot_eager(graph_module, example_inputs)
 
@@ -526,47 +526,36 @@ def test_a_tensor_lr_under_a_scheduler_compiles_once():
     for compiled in (False, True):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-        opt = RMSprop(model.parameters(), lr=torch.tensor(0.01), fused=True, **RULES[1])
-        schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+        lr = torch.tensor(0.01) if tensor_lr else 0.01
+        opt = RMSprop(model.parameters(), lr=lr, fused=True, **RULES[1])
+        schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5) if scheduled else None
         step = torch.compile(opt.step, backend=recording) if compiled else opt.step
-        for i in range(6):
+        for i in range(steps):
             x = torch.randn(8, 4, generator=torch.Generator().manual_seed(i))
             model.zero_grad()
             model(x).pow(2).mean().backward()
             step()
-            schedule.step()
-            if i == 2:
-                compiled_by_then = len(graphs)
+            if schedule is not None:
+                schedule.step()
+            compiled_by_step.append(len(graphs))
         results.append(list(model.parameters()))
-    for a, b in zip(*results):
+    return results, graphs, compiled_by_step[steps:]
+
+
+def test_a_tensor_lr_under_a_scheduler_compiles_once():
+    # A float lr is a constant to torch.compile: each new value recompiles the step, as with
+    # torch.optim. A tensor lr is an input, which schedulers fill in place.
+    (eager, compiled), _, compiled_by_step = eager_and_compiled(6, tensor_lr=True, scheduled=True)
+    for a, b in zip(compiled, eager):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert compiled_by_then and len(graphs) == compiled_by_then  # no step after the third compiled
+    assert compiled_by_step[2] and compiled_by_step[-1] == compiled_by_step[2]  # none after
 
 
 def test_where_the_op_cannot_be_compiled_a_step_runs_it_between_graphs(monkeypatch):
     # As with torch 2.4, whose functionalization refuses ops that mutate tensor lists.
-    import torch._dynamo
-
     monkeypatch.setattr(_custom_op, "ONE_OP", False)
-    results, graphs = [], []
-
-    def recording(graph_module, example_inputs):
-        graphs.append(graph_module)
-        return torch._dynamo.backends.debugging.aot_eager(graph_module, example_inputs)
-
-    torch._dynamo.reset()
-    for compiled in (False, True):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-        opt = RMSprop(model.parameters(), fused=True, **RULES[1])
-        step = torch.compile(opt.step, backend=recording) if compiled else opt.step
-        for i in range(3):
-            x = torch.randn(8, 4, generator=torch.Generator().manual_seed(i))
-            model.zero_grad()
-            model(x).pow(2).mean().backward()
-            step()
-        results.append(list(model.parameters()))
-    for a, b in zip(*results):
+    (eager, compiled), graphs, _ = eager_and_compiled(3)
+    for a, b in zip(compiled, eager):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     ops = (torch.ops.rmsprop.fused_step, torch.ops.rmsprop.fused_step.default)
     assert graphs and not [n for g in graphs for n in g.graph.nodes if n.target in ops]
