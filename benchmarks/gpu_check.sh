@@ -5,13 +5,15 @@
 #
 #   tests    the gpu-marked tests: the kernel on CUDA for every rule and dtype, CUDA
 #            graphs, GradScaler, torch.compile, a tensor of more than 2**31 elements
-#   sweep    the kernel's launch settings (BLOCK, NUM_WARPS) at 1.3B parameters
+#   sweep    the kernel's launch settings (BLOCK, NUM_WARPS) at 1.3B parameters, per dtype
 #   bench    every shape, dtype, variant and implementation but torch.compile, the
 #            kernel launched with the sweep's fastest settings (or its own, unswept)
+#   host     the host's time per step of a small model, split into this package's Python
+#            and Triton's launch (benchmarks/gpu_host.py)
 #   compile  torch.compile beside the fused kernel and torch foreach, float32, at
 #            124M parameters (the comparison the bench part leaves out)
 #
-# Usage:  bash benchmarks/gpu_check.sh [PART ...]      (default: all four, in that order)
+# Usage:  bash benchmarks/gpu_check.sh [PART ...]      (default: all five, in that order)
 # Each part writes PART.log (and bench, sweep, compile a PART.json of rows) to $OUT,
 # or to ./gpu-check where OUT is unset, and summary.txt says how each part ended
 # (124: stopped at its time limit). Runs from a checkout: rmsprop need not be installed.
@@ -42,10 +44,10 @@ run_part() {  # run_part NAME SECONDS COMMAND...: one part, its log and its line
 }
 
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(tests sweep bench compile)
+[[ ${#parts[@]} -gt 0 ]] || parts=(tests sweep bench host compile)
 for part in "${parts[@]}"; do
-    [[ $part =~ ^(tests|sweep|bench|compile)$ ]] ||
-        { echo "unknown part '$part': choose from tests, sweep, bench, compile" >&2; exit 2; }
+    [[ $part =~ ^(tests|sweep|bench|host|compile)$ ]] ||
+        { echo "unknown part '$part': choose from tests, sweep, bench, host, compile" >&2; exit 2; }
 done
 : >"$out/summary.txt"
 usable_sweep() {  # whether a sweep's rows name a fastest setting (one cut short may too)
@@ -63,10 +65,11 @@ for part in "${parts[@]}"; do
     case $part in
         tests) JAX_PLATFORMS=cpu run_part tests 150 "$python" -m pytest tests -m gpu \
             -p no:cacheprovider -q -rfEs --durations=15 "${workers[@]}" ;;
-        sweep) run_part sweep 75 "$python" "${bench[@]}" --sweep --shapes gpt-1.3b \
-            --dtypes float32 --variants plain centered+momentum --json "$out/sweep.json" ;;
+        sweep) run_part sweep 90 "$python" "${bench[@]}" --sweep --shapes gpt-1.3b \
+            --dtypes float32 bfloat16 --variants plain centered+momentum --json "$out/sweep.json" ;;
         bench) run_part bench 180 "$python" "${bench[@]}" --no-compile "${launch[@]}" \
             --json "$out/bench.json" ;;
+        host) run_part host 60 "$python" benchmarks/gpu_host.py --profile ;;
         compile) run_part compile 150 "$python" "${bench[@]}" "${launch[@]}" --dtypes float32 \
             --shapes gpt2-124m --implementations "rmsprop fused" "torch foreach" \
             torch.compile --json "$out/compile.json" ;;

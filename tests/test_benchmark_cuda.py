@@ -527,14 +527,14 @@ def test_gpu_check_parts_pass_flags_the_benchmark_takes(tmp_path):
     sweep = tmp_path / "sweep.json"
     sweep.write_text(json.dumps({"rows": sweep_rows({("float32", "plain", 2048, 8): 1.0})}))
     stale = sweep.read_text()
-    out = run_check("sweep", "bench", "compile", out=tmp_path)
+    out = run_check("sweep", "bench", "host", "compile", out=tmp_path)
     assert out.returncode == 0, out.stderr
     summary = (tmp_path / "summary.txt").read_text().splitlines()
     assert [line.split(" after ")[0] for line in summary] == [
-        "sweep: exit 1", "bench: exit 1", "compile: exit 1",
+        "sweep: exit 1", "bench: exit 1", "host: exit 1", "compile: exit 1",
     ]  # fmt: skip
     assert not sweep.exists()  # this sweep failed, and the earlier one is gone
-    for part in ("sweep", "bench", "compile"):
+    for part in ("sweep", "bench", "host", "compile"):
         log = (tmp_path / f"{part}.log").read_text()
         assert "needs a CUDA GPU" in log and "--launch-from" not in log, log
     sweep.write_text(stale)  # as a sweep of this run would have left it

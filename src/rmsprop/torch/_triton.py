@@ -345,7 +345,8 @@ if AVAILABLE:
                 m_ptr = tl.multiple_of(m_ptr, 16)
                 b_ptr = tl.multiple_of(b_ptr, 16)
             step_ptr = tl.load(tables + _STEP_ROW * n_tensors + tensor).to(tl.pointer_type(STEP))
-            step = tl.load(step_ptr) + 1  # this step's count, written back below
+            if BIAS_CORRECTION or STOCHASTIC:  # the only uses of the count in the update
+                step = tl.load(step_ptr) + 1  # this step's count, written back below
 
             if LR_ON_DEVICE:
                 lr = tl.load(lr_ptr).to(tl.float32)
@@ -387,16 +388,21 @@ if AVAILABLE:
                     STOCHASTIC, BLOCK,
                 )  # fmt: skip
 
-            # Every program of the tensor read the old count before taking its
-            # ticket (acquire-release); the one holding the last ticket writes
-            # the new count and resets the tickets for the next step.
-            blocks = tl.maximum((numel + BLOCK - 1) // BLOCK, 1)
-            # Every warp has read the count before one thread's release publishes that.
-            tl.debug_barrier()
-            ticket = tl.atomic_add(tickets + tensor, 1)
-            if ticket == blocks - 1:
-                tl.store(step_ptr, step)
-                tl.store(tickets + tensor, 0)
+            if BIAS_CORRECTION or STOCHASTIC:
+                # Every program of the tensor read the old count before taking its
+                # ticket (acquire-release); the one holding the last ticket writes
+                # the new count and resets the tickets for the next step.
+                blocks = tl.maximum((numel + BLOCK - 1) // BLOCK, 1)
+                # Every warp has read the count before one thread's release publishes that.
+                tl.debug_barrier()
+                ticket = tl.atomic_add(tickets + tensor, 1)
+                if ticket == blocks - 1:
+                    tl.store(step_ptr, step)
+                    tl.store(tickets + tensor, 0)
+            elif chunk == 0:
+                # No other program reads the count: one counts, with no atomic (a
+                # ticket per program serializes on one address, and slows short blocks).
+                tl.store(step_ptr, tl.load(step_ptr) + 1)
 
     INTERPRETED = not isinstance(_rmsprop_kernel, triton.runtime.JITFunction)
     _TL_DTYPES = {
