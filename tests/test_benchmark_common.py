@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
 
@@ -88,6 +89,16 @@ def test_time_host_warms_up_then_rotates_and_reports_median_and_mean(monkeypatch
     assert calls == [0.001, 0.004, 0.001, 0.001, 0.004, 0.001, 0.004, 0.001]
     assert timing["median_ms"] == pytest.approx(1.0)
     assert timing["wall_ms"] == pytest.approx((3 * 1 + 2 * 4) / 5)
+
+
+def test_warm_up_calls_every_rotated_step_at_least_once():
+    calls: list[int] = []
+    steps = [functools.partial(calls.append, i) for i in range(3)]
+    _common.warm_up(steps, 1)  # fewer warm-up calls than steps: one each
+    assert calls == [0, 1, 2]
+    calls.clear()
+    _common.warm_up(steps, 4)
+    assert calls == [0, 1, 2, 0]
 
 
 def test_first_call_waits_before_it_stops_the_clock(monkeypatch):

@@ -232,11 +232,17 @@ def first_call_s(step: Step, wait: Callable[[], Any] | None = None) -> float:
     return time.perf_counter() - start
 
 
-def time_host(steps: Sequence[Step], repeats: int, warmup: int) -> dict[str, float]:
-    """Host time per call, rotating over ``steps`` after ``warmup`` calls: the median and
-    the mean (what back-to-back calls cost), in milliseconds."""
-    for i in range(warmup):
+def warm_up(steps: Sequence[Step], warmup: int) -> None:
+    """``warmup`` calls rotating over ``steps``, and more if need be so each is called once:
+    a first call builds state (and a fused step's plan), which the timing must not see."""
+    for i in range(max(warmup, len(steps))):
         steps[i % len(steps)]()
+
+
+def time_host(steps: Sequence[Step], repeats: int, warmup: int) -> dict[str, float]:
+    """Host time per call, rotating over ``steps`` after `warm_up`: the median and the mean
+    (what back-to-back calls cost), in milliseconds."""
+    warm_up(steps, warmup)
     times = []
     for i in range(repeats):
         start = time.perf_counter()

@@ -171,8 +171,7 @@ def time_cuda(steps: Sequence[Step], repeats: int, warmup: int) -> dict[str, flo
     import torch
 
     first = _common.first_call_s(steps[0], torch.cuda.synchronize)
-    for i in range(warmup):
-        steps[i % len(steps)]()
+    _common.warm_up(steps, warmup)
     torch.cuda.synchronize()
     start = time.perf_counter()
     times = _event_times(steps, repeats)
