@@ -108,7 +108,7 @@ class _Plan:
         self.leftover = leftover
         self.counted = sorted([i for _, indices in tables for i in indices] + converted)
         self.grads: list[int] = []
-        self.signatures: list[tuple[Any, ...]] = []
+        self.signatures: tuple[list[Any], ...] = ()
         self.rule: Hyper | None = None  # the rule the tables' coefficients hold
 
     def point_grads(self, addresses: list[int]) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "real_dtype",
     "same_dense_layout",
     "signature",
+    "signatures",
 ]
 
 # Plans kept per cache: one per param group and device, so enough for layer-wise
@@ -42,7 +43,7 @@ _lock = threading.Lock()  # two optimizers may step at once in two threads
 
 class Plan(Protocol):
     grads: list[int]  # the gradient addresses the plan's tables hold
-    signatures: list[tuple[Any, ...]]  # the gradients it was built for, as `signature`s
+    signatures: tuple[list[Any], ...]  # the gradients it was built for, as `signatures`
 
     def point_grads(self, addresses: list[int]) -> None: ...
 
@@ -86,9 +87,24 @@ def identity(
     )
 
 
+_LAYOUT = attrgetter("dtype", "shape", "device")
+
+
+def signatures(grads: list[Tensor]) -> tuple[list[Any], ...]:
+    """All a plan assumed about each gradient but its address, as columns (dtype, shape and
+    device; strides; conjugate bit; negative bit): mapped C calls, no Python frame per
+    gradient, since this runs on every step."""
+    return (
+        list(map(_LAYOUT, grads)),
+        list(map(Tensor.stride, grads)),
+        list(map(Tensor.is_conj, grads)),
+        list(map(Tensor.is_neg, grads)),
+    )
+
+
 def signature(grad: Tensor) -> tuple[Any, ...]:
-    """All a plan assumed about a gradient but its address."""
-    return grad.dtype, grad.shape, grad.stride(), grad.device, grad.is_conj(), grad.is_neg()
+    """All a plan assumed about one gradient but its address (`signatures`' row)."""
+    return tuple(column[0] for column in signatures([grad]))
 
 
 def cached_plan(
@@ -99,16 +115,16 @@ def cached_plan(
 ) -> P:
     """The cache's plan for ``key``, pointed at the gradients; ``build()`` when new or stale."""
     addresses = list(map(Tensor.data_ptr, grads))
-    signatures = list(map(signature, grads))
+    assumed = signatures(grads)
     with _lock:
         plan = cache.get(key)
-        if plan is not None and plan.signatures == signatures:
+        if plan is not None and plan.signatures == assumed:
             cache.move_to_end(key)
             if plan.grads != addresses:
                 plan.point_grads(addresses)
             return plan
     plan = build()
-    plan.grads, plan.signatures = addresses, signatures
+    plan.grads, plan.signatures = addresses, assumed
     with _lock:
         cache[key] = plan
         while len(cache) > KEPT:

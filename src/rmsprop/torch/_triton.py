@@ -534,7 +534,7 @@ class _Plan:
         self.rest = rest
         self.looped = looped
         self.grads = grads  # the gradient addresses the tables hold, in step order
-        self.signatures: list[tuple[Any, ...]] = []
+        self.signatures: tuple[list[Any], ...] = ()
 
     def point_grads(self, addresses: list[int]) -> None:
         for launch in self.launches:
