@@ -5,11 +5,13 @@ Usage:
 
 A small model's step (``dqn-1m``: 20 tensors, 1M parameters) is launch-bound:
 its kernel runs for microseconds, so what a step costs is the host's time to
-issue it. This prints, per variant, the host microseconds of a step of torch
-foreach, of the fused step, and of the fused step with its kernel launch
-replaced by a no-op (this package's own Python; the difference from the full
-step is Triton's launch). With ``--profile``, cProfile's heaviest functions of
-the fused step too. One process, one card: quote ratios from one run.
+issue it; at GPT-2's 148 tensors (timed here as 148 two-element tensors) the
+host's time can exceed a bfloat16 kernel's. This prints, per model and
+variant, the host microseconds of a step of torch foreach, of the fused step,
+and of the fused step with its kernel launch replaced by a no-op (this
+package's own Python; the difference from the full step is Triton's launch).
+With ``--profile``, cProfile's heaviest functions of the fused step too. One
+process, one card: quote ratios from one run.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from rmsprop.benchmark import _common, cuda
 from rmsprop.torch import _triton
 
 VARIANTS = ["plain", "momentum", "centered+momentum"]
+# The DQN-sized model, and GPT-2's 148 tensors shrunk to 2 elements each: the host's cost at
+# that tensor count, with GPU work too small to hide it or to hold the host back.
+SHAPES = {"dqn-1m": cuda.SHAPES["dqn-1m"], "148 tiny": [(2,)] * len(cuda.SHAPES["gpt2-124m"])}
 
 
 class _NoLaunch:
@@ -57,24 +62,24 @@ def main() -> None:
             "benchmarks/gpu_host.py times the host's side of CUDA steps and needs a CUDA GPU, "
             "but torch sees none here"
         )
-    shape = cuda.SHAPES["dqn-1m"]
-    print("| variant | torch foreach µs | rmsprop fused µs | fused, launch stubbed µs |")
-    print("|---|---|---|---|")
-    for variant in VARIANTS:
-        micros = []
-        for name in ("torch foreach", "rmsprop fused", "stubbed"):
-            [params] = _common.parameter_sets(shape, torch.float32, 1)
-            implementation = "rmsprop fused" if name == "stubbed" else name
-            step = _common.torch_step(implementation, params, cuda.VARIANTS[variant].options)
-            step()  # state, and the plan, built outside the timing
-            torch.cuda.synchronize()
-            with _kernel_stubbed() if name == "stubbed" else contextlib.nullcontext():
-                timing = _common.time_host([step], args.steps, warmup=20)
-            torch.cuda.synchronize()
-            micros.append(timing["median_ms"] * 1e3)
-        print(f"| {variant} | " + " | ".join(f"{m:.1f}" for m in micros) + " |")
+    print("| model | variant | torch foreach µs | rmsprop fused µs | fused, launch stubbed µs |")
+    print("|---|---|---|---|---|")
+    for model, shape in SHAPES.items():
+        for variant in VARIANTS:
+            micros = []
+            for name in ("torch foreach", "rmsprop fused", "stubbed"):
+                [params] = _common.parameter_sets(shape, torch.float32, 1)
+                implementation = "rmsprop fused" if name == "stubbed" else name
+                step = _common.torch_step(implementation, params, cuda.VARIANTS[variant].options)
+                step()  # state, and the plan, built outside the timing
+                torch.cuda.synchronize()
+                with _kernel_stubbed() if name == "stubbed" else contextlib.nullcontext():
+                    timing = _common.time_host([step], args.steps, warmup=20)
+                torch.cuda.synchronize()
+                micros.append(timing["median_ms"] * 1e3)
+            print(f"| {model} | {variant} | " + " | ".join(f"{m:.1f}" for m in micros) + " |")
     if args.profile:
-        [params] = _common.parameter_sets(shape, torch.float32, 1)
+        [params] = _common.parameter_sets(SHAPES["dqn-1m"], torch.float32, 1)
         step = _common.torch_step("rmsprop fused", params, cuda.VARIANTS["momentum"].options)
         step()
         profile = cProfile.Profile()
