@@ -44,14 +44,13 @@ def test_the_identity_changes_with_any_tensor_its_size_dtype_or_layout():
         assert key != _plans.identity(p, square_avgs, grad_avgs, buffers, []), what
 
 
-def test_a_gradient_signature_is_everything_but_its_address():
+def test_gradient_signatures_are_everything_but_their_addresses():
     g = torch.zeros(3, 4)
-    assert _plans.signature(g) == _plans.signature(torch.ones(3, 4))
-    for other in (g.t().contiguous().t(), g.double(), g[:2], g.view(4, 3)):
-        assert _plans.signature(other) != _plans.signature(g)
+    assert _plans.signatures([g]) == _plans.signatures([torch.ones(3, 4)])
+    for other in (g.t().contiguous().t(), g.double(), g[:2], g.view(4, 3), torch._neg_view(g)):
+        assert _plans.signatures([g, other]) != _plans.signatures([g, g])
     z = torch.zeros(3, dtype=torch.complex64)
-    assert _plans.signature(z.conj()) != _plans.signature(z)
-    assert _plans.signature(torch._neg_view(g)) != _plans.signature(g)
+    assert _plans.signatures([z.conj()]) != _plans.signatures([z])
 
 
 def test_a_cached_plan_follows_moved_gradients_and_is_rebuilt_for_other_ones():

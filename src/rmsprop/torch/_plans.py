@@ -31,7 +31,6 @@ __all__ = [
     "listed_twice",
     "real_dtype",
     "same_dense_layout",
-    "signature",
     "signatures",
 ]
 
@@ -100,11 +99,6 @@ def signatures(grads: list[Tensor]) -> tuple[list[Any], ...]:
         list(map(Tensor.is_conj, grads)),
         list(map(Tensor.is_neg, grads)),
     )
-
-
-def signature(grad: Tensor) -> tuple[Any, ...]:
-    """All a plan assumed about one gradient but its address (`signatures`' row)."""
-    return tuple(column[0] for column in signatures([grad]))
 
 
 def cached_plan(
