@@ -67,7 +67,7 @@ for part in "${parts[@]}"; do
             -p no:cacheprovider -q -rfEs --durations=15 "${workers[@]}" ;;
         sweep) run_part sweep 80 "$python" "${bench[@]}" --sweep --shapes gpt-1.3b \
             --dtypes float32 bfloat16 --variants plain centered+momentum --json "$out/sweep.json" ;;
-        bench) run_part bench 180 "$python" "${bench[@]}" --no-compile "${launch[@]}" \
+        bench) run_part bench 150 "$python" "${bench[@]}" --no-compile "${launch[@]}" \
             --json "$out/bench.json" ;;
         host) run_part host 45 "$python" benchmarks/gpu_host.py --profile ;;
         compile) run_part compile 150 "$python" "${bench[@]}" "${launch[@]}" --dtypes float32 \

@@ -2,16 +2,19 @@
 
 Usage:
     python benchmarks/gpu_host.py [--steps 500] [--profile]
+    TRITON_INTERPRET=1 python benchmarks/gpu_host.py --cpu    # this package's Python only
 
 A small model's step (``dqn-1m``: 20 tensors, 1M parameters) is launch-bound:
 its kernel runs for microseconds, so what a step costs is the host's time to
 issue it; at GPT-2's 148 tensors (timed here as 148 two-element tensors) the
-host's time can exceed a bfloat16 kernel's. This prints, per model and
+host's time may exceed a bfloat16 kernel's. This prints, per model and
 variant, the host microseconds of a step of torch foreach, of the fused step,
 and of the fused step with its kernel launch replaced by a no-op (this
 package's own Python; the difference from the full step is Triton's launch).
-With ``--profile``, cProfile's heaviest functions of the fused step too. One
-process, one card: quote ratios from one run.
+With ``--profile``, cProfile's heaviest functions of the fused step too. With
+``--cpu`` (no GPU needed), only the stubbed column, on CPU tensors the fused
+path takes through Triton's interpreter. One process, one card: quote ratios
+from one run.
 """
 
 from __future__ import annotations
@@ -56,34 +59,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--profile", action="store_true", help="also profile the fused step")
+    parser.add_argument(
+        "--cpu", action="store_true",
+        help="only the fused step with its launch stubbed, on CPU tensors (TRITON_INTERPRET=1)",
+    )  # fmt: skip
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.cpu and _triton.unsupported_reason("cpu"):
+        sys.exit(f"benchmarks/gpu_host.py --cpu: {_triton.unsupported_reason('cpu')}")
+    if not args.cpu and not torch.cuda.is_available():
         sys.exit(
             "benchmarks/gpu_host.py times the host's side of CUDA steps and needs a CUDA GPU, "
-            "but torch sees none here"
+            "but torch sees none here (--cpu times this package's Python alone, on the CPU)"
         )
+    device = "cpu" if args.cpu else "cuda"
+    wait = (lambda: None) if args.cpu else torch.cuda.synchronize
+    names = ["stubbed"] if args.cpu else ["torch foreach", "rmsprop fused", "stubbed"]
     print("| model | variant | torch foreach µs | rmsprop fused µs | fused, launch stubbed µs |")
     print("|---|---|---|---|---|")
     for model, shape in SHAPES.items():
         for variant in VARIANTS:
-            micros = []
-            for name in ("torch foreach", "rmsprop fused", "stubbed"):
-                [params] = _common.parameter_sets(shape, torch.float32, 1)
+            cells = ["—"] * (3 - len(names))
+            for name in names:
+                [params] = _common.parameter_sets(shape, torch.float32, 1, device)
                 implementation = "rmsprop fused" if name == "stubbed" else name
                 step = _common.torch_step(implementation, params, cuda.VARIANTS[variant].options)
-                step()  # state, and the plan, built outside the timing
-                torch.cuda.synchronize()
                 with _kernel_stubbed() if name == "stubbed" else contextlib.nullcontext():
+                    step()  # state, and the plan, built outside the timing
+                    wait()
                     timing = _common.time_host([step], args.steps, warmup=20)
-                torch.cuda.synchronize()
-                micros.append(timing["median_ms"] * 1e3)
-            print(f"| {model} | {variant} | " + " | ".join(f"{m:.1f}" for m in micros) + " |")
+                wait()
+                cells.append(f"{timing['median_ms'] * 1e3:.1f}")
+            print(f"| {model} | {variant} | " + " | ".join(cells) + " |")
     if args.profile:
-        [params] = _common.parameter_sets(SHAPES["dqn-1m"], torch.float32, 1)
+        [params] = _common.parameter_sets(SHAPES["dqn-1m"], torch.float32, 1, device)
         step = _common.torch_step("rmsprop fused", params, cuda.VARIANTS["momentum"].options)
-        step()
-        profile = cProfile.Profile()
-        profile.runcall(lambda: [step() for _ in range(args.steps)])
+        with _kernel_stubbed() if args.cpu else contextlib.nullcontext():
+            step()
+            profile = cProfile.Profile()
+            profile.runcall(lambda: [step() for _ in range(args.steps)])
         pstats.Stats(profile).sort_stats("tottime").print_stats(18)
 
 

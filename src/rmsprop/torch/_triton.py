@@ -44,10 +44,12 @@ bit patterns (identical on a GPU and in Triton's interpreter), or, for
 parameters with ``stochastic_rounding``, up or down with probability given by
 the distance, from a counter-based hash of (step, tensor, element).
 
-**Step counters** live on the device. Each program reads its tensor's count;
-the tensor's last program to finish (an atomic ticket per tensor) writes the
-count plus one. So the step needs no other launch, and a captured CUDA graph
-advances the counts at every replay.
+**Step counters** live on the device, and the kernel advances them, so the
+step needs no other launch and a captured CUDA graph advances the counts at
+every replay. Where the update reads the count (bias correction, stochastic
+rounding), each program reads it and the tensor's last program to finish (an
+atomic ticket per tensor) writes the count plus one; otherwise the tensor's
+first program alone counts, with no atomic.
 
 **AMP.** With a ``grad_scale`` the gradients are unscaled in the kernel (and
 written back unscaled, as ``GradScaler.unscale_`` would leave them); with a
@@ -127,8 +129,8 @@ def _jit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
 
 # Elements per program and warps per program, fixed rather than autotuned:
 # autotuning runs the kernel repeatedly, which would update live state each time.
-# The fastest of `rmsprop.benchmark.cuda.sweep_cuda` at 1.3B parameters on an H200, in
-# float32 and bfloat16 (BENCHMARKS.md); small blocks also keep small tensors' waste small.
+# The least total time of `rmsprop.benchmark.cuda.sweep_cuda` at 1.3B parameters on an
+# H200 over float32 and bfloat16, plain and centered+momentum (BENCHMARKS.md).
 BLOCK = 1024
 NUM_WARPS = 4
 
