@@ -14,6 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -182,11 +183,17 @@ def _device_types(params: list[Tensor]) -> list[str]:
     if not params:
         return []
     first = params[0]
-    if first.is_cuda and all(p.is_cuda for p in params):
+    if torch.compiler.is_compiling():  # a form torch.compile traces
+        if first.is_cuda and all(p.is_cuda for p in params):
+            return ["cuda"]
+    elif first.is_cuda and all(map(_IS_CUDA, params)):  # faster, eagerly: every step asks
         return ["cuda"]
     if first.is_cpu and all(p.is_cpu for p in params):
         return ["cpu"]
     return sorted({p.device.type for p in params})
+
+
+_IS_CUDA = attrgetter("is_cuda")
 
 
 def _triton_serves(device_type: str) -> bool:
@@ -262,14 +269,13 @@ def release(version: str) -> tuple[int, int]:
 
 def check_fused(params: list[Tensor], stochastic_rounding: bool) -> None:
     """Raises unless a fused kernel can step each of these parameters' device types."""
-    for device_type in _device_types(params):
-        reason = _unsupported_on(device_type)
-        if reason:
-            raise RuntimeError(reason)
-        if stochastic_rounding and not _triton_serves(device_type):
-            raise ValueError(
-                "stochastic_rounding=True needs the fused Triton kernel, which runs on CUDA tensors"
-            )
+    reason = fused_unsupported_reason(params)
+    if reason:
+        raise RuntimeError(reason)
+    if stochastic_rounding and not all(map(_triton_serves, _device_types(params))):
+        raise ValueError(
+            "stochastic_rounding=True needs the fused Triton kernel, which runs on CUDA tensors"
+        )
 
 
 def fused_by_device(
