@@ -23,18 +23,20 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
-from rmsprop import Config, _fused_cpu
+from rmsprop import Config
+from rmsprop._lowering import coefficients
 from rmsprop.benchmark import DQN_NATURE
+from rmsprop.kernels import numba_cpu as kernel
 
 
-def table_of(numels: list[int]) -> tuple[_fused_cpu.Table, list[np.ndarray]]:
+def table_of(numels: list[int]) -> tuple[kernel.Table, list[np.ndarray]]:
     """A plain-rule table over fresh float32 arrays (kept alive by the returned list)."""
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(n).astype(np.float32) for n in numels for _ in range(3)]
-    table = _fused_cpu.Table(np.float32, numels)
+    table = kernel.Table(np.float32, numels)
     for row in range(3):
         table.addresses[row] = [a.ctypes.data for a in arrays[row::3]]
-    table.set_coefficients(_fused_cpu.coefficients(Config(lr=1e-3), 1))
+    table.set_coefficients(coefficients(Config(lr=1e-3), 1))
     return table, arrays
 
 
@@ -61,35 +63,35 @@ def main() -> None:
     @numba.njit(parallel=True, nogil=True)
     def spread(addresses, pieces, c):  # type: ignore[no-untyped-def]
         for i in numba.prange(len(pieces)):
-            _fused_cpu._table_kernel(addresses, pieces[i], c, None, None)
+            kernel.table_kernel(addresses, pieces[i], c, None, None)
 
     typed_shares = numba.typed.List(shares)
     # prange's unsigned index into the typed list: harmless here.
     warnings.filterwarnings("ignore", category=numba.NumbaTypeSafetyWarning)
     cases: dict[str, Callable[[], object]] = {
-        "one thread, whole step": lambda: _fused_cpu._table_kernel(
+        "one thread, whole step": lambda: kernel.table_kernel(
             table.addresses, table.shares(1)[0], table.coefficients, None, None
         ),
-        "one thread's share alone": lambda: _fused_cpu._table_kernel(
+        "one thread's share alone": lambda: kernel.table_kernel(
             table.addresses, shares[0], table.coefficients, None, None
         ),
-        "two threads, thread pool": lambda: _fused_cpu.run((), [table]),
-        "pool round trip, no work": lambda: _fused_cpu.run((), [tiny]),
+        "two threads, thread pool": lambda: kernel.run((), [table]),
+        "pool round trip, no work": lambda: kernel.run((), [tiny]),
         "two threads, numba prange": lambda: spread(
             table.addresses, typed_shares, table.coefficients
         ),
     }
-    _fused_cpu.num_threads = lambda: 2  # type: ignore[assignment]
-    serial_below = _fused_cpu.SERIAL_BELOW
+    kernel.num_threads = lambda: 2  # type: ignore[assignment]
+    serial_below = kernel.SERIAL_BELOW
     results: dict[str, list[float]] = {name: [] for name in cases}
     for step in cases.values():  # warm up, and compile `spread`
         step()
     for _ in range(args.rounds):
         for name, step in cases.items():
             # The no-work case is split over two threads however small it is.
-            _fused_cpu.SERIAL_BELOW = 0 if name.startswith("pool") else serial_below
+            kernel.SERIAL_BELOW = 0 if name.startswith("pool") else serial_below
             results[name].append(median_ms(step, args.steps))
-    _fused_cpu.SERIAL_BELOW = serial_below
+    kernel.SERIAL_BELOW = serial_below
 
     print(f"DQN shapes, {sum(numels) / 1e6:.2f}M float32 parameters in {len(numels)} tensors; "
           f"numba {numba.__version__}, threading layer {numba.threading_layer()}")  # fmt: skip

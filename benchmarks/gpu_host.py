@@ -30,7 +30,8 @@ from typing import Any
 import torch
 
 from rmsprop.benchmark import _common, cuda
-from rmsprop.torch import _triton
+from rmsprop.kernels import triton as kernel
+from rmsprop.torch import _fused
 
 VARIANTS = ["plain", "momentum", "centered+momentum"]
 # The DQN-sized model, and GPT-2's 148 tensors shrunk to 2 elements each: the host's cost at
@@ -47,12 +48,12 @@ class _NoLaunch:
 
 @contextlib.contextmanager
 def _kernel_stubbed() -> Iterator[None]:
-    kernel = _triton._rmsprop_kernel
-    _triton._rmsprop_kernel = _NoLaunch()
+    launched = kernel.rmsprop_kernel
+    kernel.rmsprop_kernel = _NoLaunch()
     try:
         yield
     finally:
-        _triton._rmsprop_kernel = kernel
+        kernel.rmsprop_kernel = launched
 
 
 def main() -> None:
@@ -64,8 +65,8 @@ def main() -> None:
         help="only the fused step with its launch stubbed, on CPU tensors (TRITON_INTERPRET=1)",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.cpu and _triton.unsupported_reason("cpu"):
-        sys.exit(f"benchmarks/gpu_host.py --cpu: {_triton.unsupported_reason('cpu')}")
+    if args.cpu and _fused.why_not_on("cpu"):
+        sys.exit(f"benchmarks/gpu_host.py --cpu: {_fused.why_not_on('cpu')}")
     if not args.cpu and not torch.cuda.is_available():
         sys.exit(
             "benchmarks/gpu_host.py times the host's side of CUDA steps and needs a CUDA GPU, "

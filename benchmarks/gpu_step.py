@@ -15,7 +15,6 @@ Markdown table per model shape. One process, one card: quote ratios from one run
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ from collections.abc import Callable
 
 from rmsprop.benchmark import cuda
 from rmsprop.benchmark._common import Row, available, markdown_header, markdown_row
+from rmsprop.torch import LaunchSettings
 
 
 def main() -> None:
@@ -59,7 +59,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    launch: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    launch: LaunchSettings | None = None  # the kernel's own settings
     try:
         if args.launch_from:
             with open(args.launch_from) as f:
@@ -76,20 +76,22 @@ def main() -> None:
             "benchmarks/gpu_step.py times the CUDA step and needs a CUDA GPU, but "
             "torch.cuda.is_available() is False (benchmarks/cpu_step.py times the CPU)"
         )
-    with launch:
-        about = cuda.environment()
-        print(f"{about['card']}, {about['date']}; {about['versions']}; {about['launch']}")
-        measured: list[Row] = []
+    about = cuda.environment(launch)
+    print(f"{about['card']}, {about['date']}; {about['versions']}; {about['launch']}")
+    measured: list[Row] = []
 
-        def keep(rows: list[Row]) -> None:
-            # Saved after every row or comparison: a run cut short keeps what it measured.
-            measured.extend(rows)
-            if args.json:
-                with open(f"{args.json}.partial", "w") as f:
-                    json.dump({**about, "rows": measured}, f, indent=1)
-                os.replace(f"{args.json}.partial", args.json)
+    def keep(rows: list[Row]) -> None:
+        # Saved after every row or comparison: a run cut short keeps what it measured.
+        measured.extend(rows)
+        if args.json:
+            with open(f"{args.json}.partial", "w") as f:
+                json.dump({**about, "rows": measured}, f, indent=1)
+            os.replace(f"{args.json}.partial", args.json)
 
-        (sweep if args.sweep else compare)(args, keep)
+    if args.sweep:
+        sweep(args, keep)
+    else:
+        compare(args, keep, launch)
 
 
 def sweep(args: argparse.Namespace, keep: Callable[[list[Row]], None]) -> None:
@@ -108,7 +110,9 @@ def sweep(args: argparse.Namespace, keep: Callable[[list[Row]], None]) -> None:
     print("fastest (BLOCK, NUM_WARPS): {}, {}".format(*cuda.best_launch(rows)))
 
 
-def compare(args: argparse.Namespace, keep: Callable[[list[Row]], None]) -> None:
+def compare(
+    args: argparse.Namespace, keep: Callable[[list[Row]], None], launch: LaunchSettings | None
+) -> None:
     wanted = [i for i in args.implementations if not (args.no_compile and i == "torch.compile")]
     names, skipped = available(wanted, "cuda")
     for name, why in skipped.items():
@@ -123,7 +127,7 @@ def compare(args: argparse.Namespace, keep: Callable[[list[Row]], None]) -> None
         args.shapes, args.dtypes, args.variants, names,
         steps=args.steps, warmup=args.warmup, compile_max=args.compile_max,
         progress=lambda what: print(f"  {what}", file=sys.stderr, flush=True),
-        log=lambda line: print(line, flush=True), each_group=each_group,
+        log=lambda line: print(line, flush=True), each_group=each_group, launch=launch,
     )  # fmt: skip
     print(cuda.markdown(rows))
     print("\nThe fused kernel's targets, judged on this run's rows:\n")

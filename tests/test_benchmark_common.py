@@ -38,11 +38,12 @@ def test_parameter_count():
 
 
 def test_unavailable_says_why(monkeypatch):
-    from rmsprop import _fused_cpu
+    from rmsprop.kernels import numba_cpu
 
     monkeypatch.setitem(sys.modules, "optax", None)  # `import optax` raises ImportError
     assert _common.unavailable("optax jit", "cpu").startswith("not installed (")
-    monkeypatch.setattr(_fused_cpu, "WHY_UNAVAILABLE", "no numba here")
+    monkeypatch.setattr(numba_cpu, "AVAILABLE", False)
+    monkeypatch.setattr(numba_cpu, "WHY_UNAVAILABLE", "no numba here")
     assert _common.unavailable("rmsprop fused", "cpu") == "no numba here"
     assert _common.unavailable("numpy fused", "cpu") == "no numba here"
     for name in [*EAGER, "torch.compile"]:
@@ -50,11 +51,11 @@ def test_unavailable_says_why(monkeypatch):
         assert _common.unavailable(name, "cuda") == ""
 
 
-def test_unavailable_asks_the_triton_kernel_on_cuda(monkeypatch):
+def test_unavailable_asks_the_kernel_registry(monkeypatch):
     pytest.importorskip("torch")
-    from rmsprop.torch import _triton
+    from rmsprop.torch._fused import triton
 
-    monkeypatch.setattr(_triton, "unsupported_reason", lambda device: f"not on {device}")
+    monkeypatch.setattr(triton, "unsupported_reason", lambda device: f"not on {device}")
     assert _common.unavailable("rmsprop fused", "cuda") == "not on cuda"
 
 

@@ -225,14 +225,14 @@ def fake_device(monkeypatch):
     pytest.importorskip("torch")
     import torch
 
-    from rmsprop.torch import _triton
+    from rmsprop.torch._fused import triton
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2**40, 2**40))
     l2 = types.SimpleNamespace(L2_cache_size=50 * 2**20)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: l2)
-    monkeypatch.setattr(_triton, "unsupported_reason", lambda device: "")
+    monkeypatch.setattr(triton, "unsupported_reason", lambda device: "")
     monkeypatch.setitem(sys.modules, "optax", None)  # not installed
     copies = iter([2.0, 1.5])
     monkeypatch.setattr(cuda, "copy_bandwidth", lambda: next(copies))
@@ -244,7 +244,7 @@ def test_run_cuda_plans_rotates_and_compares(fake_device, monkeypatch):
 
     built, limits = [], []
 
-    def make_steps(name, model, dtype, variant, count):
+    def make_steps(name, model, dtype, variant, count, launch=None):
         built.append((len(model), dtype, name, count))
         return [lambda: None] * count
 
@@ -288,7 +288,7 @@ def test_run_cuda_plans_rotates_and_compares(fake_device, monkeypatch):
 
 
 def test_one_failing_implementation_is_logged_and_the_run_goes_on(fake_device, monkeypatch):
-    def make_steps(name, model, dtype, variant, count):
+    def make_steps(name, model, dtype, variant, count, launch=None):
         if name == "rmsprop fused":
             raise RuntimeError("no kernel today")
         return [lambda: None]
@@ -335,21 +335,19 @@ def test_best_launch_sums_over_every_comparison():
             cuda.best_launch(partial)
 
 
-def test_launch_settings_apply_inside_and_are_restored_after():
+def test_launch_settings_are_arguments_and_are_checked():
     pytest.importorskip("torch")
-    from rmsprop.torch import _triton
+    from rmsprop.torch import LaunchSettings
 
-    kept = _triton.BLOCK, _triton.NUM_WARPS
-    _triton._plans["stale"] = None
-    with cuda.launch_settings(1024, 2):
-        assert (_triton.BLOCK, _triton.NUM_WARPS) == (1024, 2) and "stale" not in _triton._plans
-        assert cuda.environment()["launch"] == "BLOCK=1024, NUM_WARPS=2"
-        _triton._plans["cut with 1024"] = None
-    assert kept == (_triton.BLOCK, _triton.NUM_WARPS) and not _triton._plans
+    settings = cuda.launch_settings(1024, 2)
+    assert settings == LaunchSettings(block=1024, num_warps=2)
+    assert cuda.environment(settings)["launch"] == "BLOCK=1024, NUM_WARPS=2"
+    assert cuda.environment()["launch"] == "BLOCK=1024, NUM_WARPS=4"  # the kernel's own
     for block, warps in [(3000, 8), (4096, 0), (0, 4), (4096, 6)]:
         with pytest.raises(ValueError, match="powers of two"):
             cuda.launch_settings(block, warps)
-    assert kept == (_triton.BLOCK, _triton.NUM_WARPS)
+        with pytest.raises(ValueError, match="must be a power of two"):
+            LaunchSettings(block, warps)
 
 
 @pytest.mark.skipif(has_cuda(), reason="the error under test is for machines without a GPU")
@@ -413,7 +411,7 @@ def test_script_saves_every_comparison_as_it_ends(tmp_path, monkeypatch, capsys)
     spec.loader.exec_module(script)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     about = {"card": "Fake", "date": "2026-01-02", "versions": "v", "launch": "l"}
-    monkeypatch.setattr(cuda, "environment", lambda: about)
+    monkeypatch.setattr(cuda, "environment", lambda launch=None: about)
     groups = [synthetic_rows()[:1], synthetic_rows()[1:]]
 
     def run_cuda(*args, each_group, **kwargs):
@@ -582,17 +580,13 @@ def test_run_cuda_times_every_comparison(tiny_model):
 
 @gpu
 @needs_cuda
-def test_sweep_restores_the_launch_settings(tiny_model):
-    from rmsprop.torch import _triton
-
-    kept = _triton.BLOCK, _triton.NUM_WARPS
+def test_sweep_times_each_launch_setting(tiny_model):
     seen = []
     rows = cuda.sweep_cuda(
         tiny_model, ["float32"], ["plain"], steps=3, warmup=1,
         settings=[(1024, 4), (8192, 16)], on_row=seen.append,
     )  # fmt: skip
     assert [(r["block"], r["warps"]) for r in rows] == [(1024, 4), (8192, 16)] and seen == rows
-    assert kept == (_triton.BLOCK, _triton.NUM_WARPS)
 
 
 @gpu

@@ -5,9 +5,38 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 from typing import Any
 
-__all__ = ["Config"]
+__all__ = ["RULE", "Config", "with_rule"]
+
+RULE = """\
+g ← -g                                   if maximize
+g ← g + λ·θ                              if weight_decay and not decoupled_weight_decay
+θ ← θ - η·λ·θ                            if weight_decay and decoupled_weight_decay
+v ← ρ·v + (1 - ρ)·g²                     (v starts at initial_square_avg)
+m ← ρ·m + (1 - ρ)·g                      if centered (m starts at 0)
+v̂, m̂ ← v/(1 - ρᵗ), m/(1 - ρᵗ)            if bias_correction, else v, m
+s ← max(v̂ - m̂², 0)  if centered, else v̂
+d ← sqrt(s + ε)      if eps_in_sqrt, else sqrt(s) + ε
+u ← g / d
+without momentum:     θ ← θ - η·u
+lr outside the buffer (PyTorch):    b ← μ·b + u;    θ ← θ - η·(u + μ·b if nesterov else b)
+lr inside the buffer (TF, optax):   b ← μ·b + η·u;  θ ← θ - (η·u + μ·b if nesterov else b)"""
+"""The update rule every backend and kernel computes, per element, in this order: the one
+text of it, which `with_rule` puts into each docstring that states it."""
+
+
+def with_rule(doc: str | None) -> str | None:
+    """``doc`` with its ``{rule}`` line replaced by `RULE`, indented as that line is
+    (``None`` stays ``None``: ``python -OO`` strips docstrings)."""
+    if doc is None:
+        return None
+    if "{rule}" not in doc:
+        raise ValueError("with_rule needs a docstring with a {rule} line")
+    indent = re.search(r"^([ \t]*)\{rule\}", doc, re.MULTILINE)
+    prefix = indent[1] if indent else ""
+    return doc.replace("{rule}", RULE.replace("\n", "\n" + prefix), 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,18 +50,7 @@ class Config:
 
     .. code-block:: text
 
-        g ← -g                                   if maximize
-        g ← g + λ·θ                              if weight_decay and not decoupled_weight_decay
-        θ ← θ - η·λ·θ                            if weight_decay and decoupled_weight_decay
-        v ← ρ·v + (1 - ρ)·g²                     (v starts at initial_square_avg)
-        m ← ρ·m + (1 - ρ)·g                      if centered (m starts at 0)
-        v̂, m̂ ← v/(1 - ρᵗ), m/(1 - ρᵗ)            if bias_correction, else v, m
-        s ← max(v̂ - m̂², 0)  if centered, else v̂
-        d ← sqrt(s + ε)      if eps_in_sqrt, else sqrt(s) + ε
-        u ← g / d
-        without momentum:     θ ← θ - η·u
-        lr outside the buffer (PyTorch):    b ← μ·b + u;    θ ← θ - η·(u + μ·b if nesterov else b)
-        lr inside the buffer (TF, optax):   b ← μ·b + η·u;  θ ← θ - (η·u + μ·b if nesterov else b)
+        {rule}
 
     where η = ``lr``, ρ = ``decay``, ε = ``eps``, μ = ``momentum``,
     λ = ``weight_decay``, and every operation is elementwise. Complex
@@ -98,7 +116,7 @@ class Config:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type == "bool":
+            if field.name in BOOL_FIELDS:
                 _check_bool(field.name, value)
                 object.__setattr__(self, field.name, bool(value))
             else:
@@ -134,6 +152,8 @@ class Config:
         return f"Config({body})"
 
 
+Config.__doc__ = with_rule(Config.__doc__)
+
 # Inclusive bounds of each numeric field.
 _RANGES: dict[str, tuple[float, float]] = {
     "lr": (0.0, math.inf),
@@ -145,6 +165,11 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Config))
+# The fields a step reads: the initial average is only read when the state is created.
+STEP_FIELDS: tuple[str, ...] = tuple(name for name in FIELD_NAMES if name != "initial_square_avg")
+BOOL_FIELDS: frozenset[str] = frozenset(
+    f.name for f in dataclasses.fields(Config) if f.type in ("bool", bool)
+)
 
 
 def _check_bool(name: str, value: object) -> None:

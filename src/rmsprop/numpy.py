@@ -31,6 +31,7 @@ import numpy as np
 
 from rmsprop import flavors as _flavors
 from rmsprop._config import Config
+from rmsprop._lowering import coefficients
 
 __all__ = ["LeafState", "RMSprop", "init", "update"]
 
@@ -206,11 +207,11 @@ class RMSprop:
         self.state: list[LeafState] = init(self.params, self.config)
         self.fused = False
         if fused is not False:
-            from rmsprop import _fused_cpu  # loads Numba: only when asked for
+            from rmsprop.kernels import numba_cpu  # loads Numba: only when asked for
 
-            if fused and not _fused_cpu.AVAILABLE:
-                raise RuntimeError(f"fused=True, but {_fused_cpu.WHY_UNAVAILABLE}")
-            self.fused = _fused_cpu.AVAILABLE
+            if fused and not numba_cpu.AVAILABLE:
+                raise RuntimeError(f"fused=True, but {numba_cpu.WHY_UNAVAILABLE}")
+            self.fused = numba_cpu.AVAILABLE
 
     def step(self, grads: Iterable[np.ndarray | None]) -> None:
         """Updates every parameter in place from its gradient (``None``: skip it)."""
@@ -232,12 +233,12 @@ class RMSprop:
             param[...] = new
 
     def _fused_step(self, grads: list[np.ndarray | None]) -> None:
-        from rmsprop import _fused_cpu
+        from rmsprop.kernels import numba_cpu
 
         config = self.config
-        threads = _fused_cpu.num_threads()  # a bad RMSPROP_NUM_THREADS fails before any write
+        threads = numba_cpu.num_threads()  # a bad RMSPROP_NUM_THREADS fails before any write
         # Without bias correction every tensor shares one set of coefficients.
-        shared = None if config.bias_correction else _fused_cpu.coefficients(config, step=1)
+        shared = None if config.bias_correction else coefficients(config, step=1)
         tasks = []
         computed = {}  # arrays the kernel can't take: the reference's results, committed below
         for i, (param, grad) in enumerate(zip(self.params, grads)):
@@ -250,18 +251,18 @@ class RMSprop:
             if flat is None:
                 computed[i] = _update_leaf(param, grad, leaf, self.config)
                 continue
-            c = shared or _fused_cpu.coefficients(config, step=leaf.step + 1)
-            if flat[0].dtype in _fused_cpu.KERNEL_DTYPES:
-                tasks.append((i, _fused_cpu.task(flat, _fused_cpu.as_array(c, flat[0].dtype))))
+            c = shared or coefficients(config, step=leaf.step + 1)
+            if flat[0].dtype in numba_cpu.KERNEL_DTYPES:
+                tasks.append((i, numba_cpu.task(flat, numba_cpu.as_array(c, flat[0].dtype))))
             else:  # float16: float32 math
-                tasks.append((i, _fused_cpu.task(flat, _fused_cpu.as_array(c, np.float32), _copy)))
+                tasks.append((i, numba_cpu.task(flat, numba_cpu.as_array(c, np.float32), _copy)))
         # Nothing has changed yet; from here on nothing can fail.
         for i, (new_param, new_leaf) in computed.items():
             self.params[i][...] = new_param
             self.state[i] = new_leaf
         for i, _ in tasks:
             self.state[i] = self.state[i]._replace(step=self.state[i].step + 1)
-        _fused_cpu.run([t for _, t in tasks], threads=threads)
+        numba_cpu.run([t for _, t in tasks], threads=threads)
 
 
 def _flat_views(arrays: list[np.ndarray | None]) -> list[Any] | None:

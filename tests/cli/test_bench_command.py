@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch", reason="rmsprop bench times the torch optim
 
 from rmsprop.benchmark import _common, cpu, cuda  # noqa: E402
 from rmsprop.cli import bench, main  # noqa: E402
-from rmsprop.torch import _triton  # noqa: E402
+from rmsprop.torch._fused import triton  # noqa: E402
 
 TINY = "tiny (test)"
 CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
@@ -156,7 +156,7 @@ def fake_gpu(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     # ...and a Triton kernel it believes in, whichever triton (if any) is installed here.
-    monkeypatch.setattr(_triton, "unsupported_reason", lambda device_type: "")
+    monkeypatch.setattr(triton, "unsupported_reason", lambda device_type: "")
     monkeypatch.setattr(cuda, "run_cuda", run_cuda)
     monkeypatch.setattr(
         cuda, "environment", lambda: {"card": "Fake H100", "date": "2026-01-02", "versions": "v"}

@@ -7,6 +7,7 @@ import platform
 from importlib import metadata
 
 import numpy as np
+import pytest
 
 from rmsprop.cli import main
 from rmsprop.cli._backends import PACKAGES, code_paths
@@ -79,3 +80,18 @@ def test_the_reference_is_always_available_and_the_others_say_why():
     assert probes["torch fused CPU"].available == (numba_installed and torch_installed)
     for probe in probes.values():
         assert probe.why  # every line says why, available or not
+
+
+def test_the_fused_paths_are_the_registry_s_answer(monkeypatch):
+    """`rmsprop info` asks the kernel registry the optimizer asks (a triton below the floor,
+    say, is refused by both), not the packages' presence."""
+    pytest.importorskip("torch")
+    from rmsprop.torch._fused import numba_cpu, triton
+
+    monkeypatch.setattr(triton, "unsupported_reason", lambda device: f"no kernel for {device}")
+    monkeypatch.setattr(numba_cpu, "unsupported_reason", lambda device: "numba refused")
+    probes = {probe.name: probe for probe in code_paths()}
+    assert not probes["torch fused CUDA"].available
+    assert probes["torch fused CUDA"].why == "no kernel for cuda"
+    assert not probes["torch fused CPU"].available
+    assert probes["torch fused CPU"].why == "numba refused"

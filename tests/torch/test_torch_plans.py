@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the torch backend needs the torch extra")
 
-from rmsprop.torch import _plans  # noqa: E402
+from rmsprop.torch._fused import plans as _plans  # noqa: E402
 
 
 class FakePlan:

@@ -6,7 +6,10 @@ import pytest
 
 pytest.importorskip("torch", reason="the torch backend needs the torch extra")
 
-from rmsprop.torch import _triton as fused_triton
+# ruff: noqa: E402
+
+from rmsprop.kernels import triton as fused_triton
+from rmsprop.torch import _fused
 
 VERSIONS = [
     ("3.0.0", False),  # what torch 2.4 pins
@@ -32,4 +35,4 @@ def test_an_installed_triton_too_old_makes_the_kernel_unavailable_with_that_reas
     reason = fused_triton.too_old(triton.__version__)
     assert (reason == "") == fused_triton.AVAILABLE
     if reason:
-        assert fused_triton.unsupported_reason("cuda") == reason
+        assert _fused.why_not_on("cuda") == reason

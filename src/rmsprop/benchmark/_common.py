@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     import torch
 
+    from rmsprop.torch import LaunchSettings
+
 __all__ = [
     "IMPLEMENTATIONS",
     "VARIANTS",
@@ -103,14 +105,14 @@ def unavailable(name: str, device: str) -> str:
             import optax  # noqa: F401
         except ImportError as error:
             return f"not installed ({error})"
-    elif name == "rmsprop fused" and device == "cuda":
-        from rmsprop.torch import _triton
+    elif name == "rmsprop fused":
+        from rmsprop.torch import _fused  # the registry the optimizer asks
 
-        return _triton.unsupported_reason("cuda")
-    elif name in ("rmsprop fused", "numpy fused"):
-        from rmsprop import _fused_cpu
+        return _fused.why_not_on(device)
+    elif name == "numpy fused":
+        from rmsprop.kernels import numba_cpu
 
-        return _fused_cpu.WHY_UNAVAILABLE
+        return numba_cpu.WHY_UNAVAILABLE
     return ""
 
 
@@ -147,15 +149,20 @@ def parameter_sets(
     return sets
 
 
-def torch_step(name: str, params: list[torch.nn.Parameter], options: Mapping[str, Any]) -> Step:
+def torch_step(
+    name: str,
+    params: list[torch.nn.Parameter],
+    options: Mapping[str, Any],
+    launch: LaunchSettings | None = None,
+) -> Step:
     """The step of an eager torch implementation over ``params`` (torch.compile has recipes
-    of its own per engine)."""
+    of its own per engine); the fused kernel launches with ``launch`` (None: its defaults)."""
     import torch
 
     from rmsprop.torch import RMSprop
 
     if name == "rmsprop fused":
-        return RMSprop(params, fused=True, **options).step
+        return RMSprop(params, fused=True, launch=launch, **options).step
     if name == "rmsprop foreach":
         return RMSprop(params, fused=False, foreach=True, **options).step
     if name == "torch foreach":

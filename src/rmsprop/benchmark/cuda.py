@@ -38,11 +38,15 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import astuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from rmsprop.benchmark import _common
 from rmsprop.benchmark._common import VARIANTS, Column, Row, Shape, Step
+
+if TYPE_CHECKING:
+    from rmsprop.torch import LaunchSettings
 
 __all__ = [
     "COLUMNS",
@@ -146,8 +150,9 @@ def plan(
 
 
 def make_steps(
-    name: str, shape: Shape, dtype: str, variant: str, count: int, device: str = "cuda"
-) -> list[Step]:
+    name: str, shape: Shape, dtype: str, variant: str, count: int, device: str = "cuda",
+    launch: LaunchSettings | None = None,
+) -> list[Step]:  # fmt: skip
     """``count`` independent steps of implementation ``name``, to rotate over."""
     options = VARIANTS[variant].options
     if name == "optax jit":
@@ -162,7 +167,7 @@ def make_steps(
             for params in sets
         ]
         return [torch.compile(opt.step) for opt in optimizers]
-    return [_common.torch_step(name, params, options) for params in sets]
+    return [_common.torch_step(name, params, options, launch) for params in sets]
 
 
 def time_cuda(steps: Sequence[Step], repeats: int, warmup: int) -> dict[str, float]:
@@ -236,6 +241,7 @@ def run_cuda(
     progress: Callable[[str], None] | None = None,
     log: Callable[[str], None] | None = None,
     each_group: Callable[[list[Row]], None] | None = None,
+    launch: LaunchSettings | None = None,
 ) -> list[Row]:
     """Times every implementation on the first CUDA device; returns one row per measurement.
 
@@ -244,7 +250,8 @@ def run_cuda(
     are left out, with a ``log`` line saying why; so is torch.compile for
     models above ``compile_max`` parameters (see `plan`). ``progress`` hears
     what is about to be timed, ``log`` the copy bandwidth at the start and
-    the end, ``each_group`` every comparison's rows as it ends.
+    the end, ``each_group`` every comparison's rows as it ends; the fused kernel
+    launches with ``launch`` (`launch_settings`; ``None``: its defaults).
 
     Each row: shape, dtype, variant, implementation, params, tensors,
     minimal_bytes, rotation (parameter sets stepped in turn), median_ms,
@@ -287,7 +294,7 @@ def run_cuda(
                 if progress:
                     progress(f"{shape} · {dtype} · {variant} · {name} ({count} sets)")
                 try:
-                    timing = _time_one(name, model, dtype, variant, count, steps, warmup)
+                    timing = _time_one(name, model, dtype, variant, count, steps, warmup, launch)
                 except Exception as error:  # one broken implementation must not end the run
                     say(f"{shape} · {dtype} · {variant} · {name} failed: {error!r}")
                     continue
@@ -301,36 +308,24 @@ def run_cuda(
 
 
 def _time_one(
-    name: str, model: Shape, dtype: str, variant: str, count: int, steps: int, warmup: int
-) -> dict[str, float]:
-    built = make_steps(name, model, dtype, variant, count)
+    name: str, model: Shape, dtype: str, variant: str, count: int, steps: int, warmup: int,
+    launch: LaunchSettings | None = None,
+) -> dict[str, float]:  # fmt: skip
+    built = make_steps(name, model, dtype, variant, count, launch=launch)
     if name == "optax jit":
         first = _common.first_call_s(built[0])
         return {**_common.time_host(built, steps, warmup), "first_s": first}
     return time_cuda(built, steps, warmup)
 
 
-def launch_settings(block: int, warps: int) -> contextlib.AbstractContextManager[None]:
-    """Inside it, the fused kernel launches with ``block`` elements per program and
-    ``warps`` warps per program (plans cut with other settings are dropped on the way
-    in and out). Raises ValueError at once unless both are powers of two."""
+def launch_settings(block: int, warps: int) -> LaunchSettings:
+    """The fused kernel's launch settings: ``block`` elements and ``warps`` warps per program
+    (what `run_cuda`'s ``launch`` takes). Raises ValueError unless both are powers of two."""
     if block <= 0 or block & (block - 1) or warps <= 0 or warps & (warps - 1):
         raise ValueError(f"BLOCK and NUM_WARPS must be powers of two, got {block} and {warps}")
-    return _launch_settings(block, warps)
+    from rmsprop.torch import LaunchSettings
 
-
-@contextlib.contextmanager
-def _launch_settings(block: int, warps: int) -> Iterator[None]:
-    from rmsprop.torch import _triton
-
-    kept = _triton.BLOCK, _triton.NUM_WARPS
-    _triton.BLOCK, _triton.NUM_WARPS = block, warps
-    _triton._plans.clear()  # plans keep the block size they were cut with
-    try:
-        yield
-    finally:
-        _triton.BLOCK, _triton.NUM_WARPS = kept
-        _triton._plans.clear()
+    return LaunchSettings(block, warps)
 
 
 def best_launch(rows: Iterable[Row]) -> tuple[int, int]:
@@ -380,10 +375,11 @@ def sweep_cuda(
         for variant in VARIANTS if variants is None else variants:
             sets = _common.parameter_sets(SHAPES[shape], getattr(torch, dtype), 1)
             for block, warps in settings:
-                with launch_settings(block, warps):
-                    step = _common.torch_step("rmsprop fused", sets[0], VARIANTS[variant].options)
-                    timing = time_cuda([step], steps, warmup)
-                    del step
+                launch = launch_settings(block, warps)
+                options = VARIANTS[variant].options
+                step = _common.torch_step("rmsprop fused", sets[0], options, launch)
+                timing = time_cuda([step], steps, warmup)
+                del step
                 row = make_row(shape, dtype, variant, "rmsprop fused", timing, copy_tb_s)
                 row |= {"block": block, "warps": warps}
                 rows.append(row)
@@ -506,12 +502,12 @@ def _details(row: Row) -> str:
     return f"({row['params'] / 1e6:.1f}M parameters, {row['tensors']} tensors)"
 
 
-def environment() -> dict[str, str]:
+def environment(launch: LaunchSettings | None = None) -> dict[str, str]:
     """The card, today's date, the versions that matter and the fused kernel's launch
-    settings, for the record of a run."""
+    settings (``launch``, or its defaults), for the record of a run."""
     import torch
 
-    from rmsprop.torch import _triton
+    from rmsprop.torch._fused.settings import DEFAULT_LAUNCH
 
     found = _common.versions(["torch", "triton", "rmsprop", "jax", "optax"])
     found.insert(2, f"CUDA {torch.version.cuda}")  # after Python and torch
@@ -519,7 +515,7 @@ def environment() -> dict[str, str]:
         "card": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device",
         "date": datetime.date.today().isoformat(),
         "versions": ", ".join(found),
-        "launch": f"BLOCK={_triton.BLOCK}, NUM_WARPS={_triton.NUM_WARPS}",
+        "launch": "BLOCK={}, NUM_WARPS={}".format(*astuple(launch or DEFAULT_LAUNCH)),
     }
 
 

@@ -136,24 +136,37 @@ def _triton() -> tuple[bool, str]:
     return True, f"triton {metadata.version('triton')}"
 
 
-def _torch_fused_cuda() -> Probe:
+def _fused_registry() -> tuple[Any, str]:
+    """(the torch backend's kernel registry or None, why not): the registry the optimizer
+    asks, so a path shown here is one the optimizer takes."""
     torch, why = _torch()
     if torch is None:
+        return None, why
+    from rmsprop.torch import _fused
+
+    return _fused, ""
+
+
+def _torch_fused_cuda() -> Probe:
+    registry, why = _fused_registry()
+    if registry is None:
         return Probe("torch fused CUDA", False, why)
-    has_triton, triton = _triton()
-    if not has_triton:
-        return Probe("torch fused CUDA", False, triton)
+    why = registry.why_not_on("cuda")
+    if why:
+        return Probe("torch fused CUDA", False, why)
+    _, triton = _triton()
+    torch, _ = _torch()
     if not torch.cuda.is_available():
         return Probe("torch fused CUDA", False, f"{triton} is installed, but torch sees no GPU")
     return Probe("torch fused CUDA", True, f"rmsprop.torch.RMSprop, {triton}; the default on CUDA")
 
 
 def _fused_cpu_kernel() -> tuple[bool, str]:
-    """(the fused CPU kernel can run, its Numba version or why not)."""
-    from rmsprop import _fused_cpu  # imports Numba when it is installed
+    """(the Numba kernel can run, its Numba version or why not)."""
+    from rmsprop.kernels import numba_cpu  # imports Numba when it is installed
 
-    if not _fused_cpu.AVAILABLE:
-        return False, _fused_cpu.WHY_UNAVAILABLE
+    if not numba_cpu.AVAILABLE:
+        return False, numba_cpu.WHY_UNAVAILABLE
     return True, f"numba {metadata.version('numba')}"
 
 
@@ -165,14 +178,18 @@ def _numpy_fused_cpu() -> Probe:
 
 
 def _torch_fused_cpu() -> Probe:
-    torch, why = _torch()
-    if torch is None:
+    registry, why = _fused_registry()
+    if registry is None:
         return Probe("torch fused CPU", False, why)
-    available, why = _fused_cpu_kernel()
-    if not available:
+    why = registry.why_not_on("cpu")
+    if why:
         return Probe("torch fused CPU", False, why)
+    kernel = registry.fused_kernel("cpu").name
+    version = metadata.version(kernel)
     return Probe(
-        "torch fused CPU", True, f"rmsprop.torch.RMSprop, {why}; the default for CPU tensors"
+        "torch fused CPU",
+        True,
+        f"rmsprop.torch.RMSprop, {kernel} {version}; the default for CPU tensors",
     )
 
 

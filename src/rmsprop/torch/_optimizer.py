@@ -8,24 +8,19 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import (
-    Optimizer,
-    ParamsT,
-    _default_to_fused_or_foreach,
-    _use_grad_for_differentiable,
-)
+from torch.optim.optimizer import Optimizer, ParamsT, _use_grad_for_differentiable
 
 from rmsprop import flavors
-from rmsprop._config import FIELD_NAMES, Config
+from rmsprop._config import FIELD_NAMES, STEP_FIELDS, Config
 from rmsprop._not_given import NotGiven
-from rmsprop.torch._functional import _triton_serves, fused_unsupported_reason, rmsprop
+from rmsprop.torch import _fused
+from rmsprop.torch._functional import rmsprop
+from rmsprop.torch._fused.settings import LaunchSettings
 
 __all__ = ["RMSprop"]
 
 # Config fields under the names torch.optim.RMSprop gives them in param groups.
 _GROUP_KEY = {name: ("alpha" if name == "decay" else name) for name in FIELD_NAMES}
-# The fields the step reads (the initial average is only read at state creation).
-_STEP_FIELDS = tuple(name for name in FIELD_NAMES if name != "initial_square_avg")
 _STATE_KEYS = ("step", "square_avg", "momentum_buffer", "grad_avg")
 
 
@@ -86,6 +81,9 @@ class RMSprop(Optimizer):
             with probability given by the distance, instead of to nearest, so
             small updates survive on average (the fused Triton kernel only)
             (default: False).
+        launch: the Triton kernel's launch settings, `rmsprop.torch.LaunchSettings`
+            (elements and warps per program), to tune it for a GPU; ``None``
+            keeps its defaults (default: None).
 
     Raises:
         ValueError, TypeError: an invalid setting (checked by `rmsprop.Config`).
@@ -126,6 +124,7 @@ class RMSprop(Optimizer):
         decoupled_weight_decay: bool | None = None,
         state_dtype: torch.dtype | None = None,
         stochastic_rounding: bool = False,
+        launch: LaunchSettings | None = None,
     ) -> None:
         given = {
             name: value
@@ -176,6 +175,8 @@ class RMSprop(Optimizer):
             isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point
         ):
             raise TypeError(f"state_dtype must be a floating torch.dtype or None: {state_dtype!r}")
+        if launch is not None and not isinstance(launch, LaunchSettings):
+            raise TypeError(f"launch must be a LaunchSettings or None, got {launch!r}")
         if not isinstance(stochastic_rounding, bool):
             raise TypeError(f"stochastic_rounding must be a bool, got {stochastic_rounding!r}")
         if stochastic_rounding and (fused is False or foreach or differentiable):
@@ -183,6 +184,7 @@ class RMSprop(Optimizer):
         # Optimizer-wide, not param-group keys: kept by pickling (see __getstate__).
         self.state_dtype = state_dtype
         self.stochastic_rounding = stochastic_rounding
+        self.launch = launch
         super().__init__(params, defaults)
 
     @property
@@ -196,6 +198,7 @@ class RMSprop(Optimizer):
             **super().__getstate__(),
             "state_dtype": self.state_dtype,
             "stochastic_rounding": self.stochastic_rounding,
+            "launch": self.launch,
         }
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -219,6 +222,7 @@ class RMSprop(Optimizer):
         # Pickled before these options existed (load_state_dict comes here too: keep them).
         self.__dict__.setdefault("state_dtype", None)
         self.__dict__.setdefault("stochastic_rounding", False)
+        self.__dict__.setdefault("launch", None)
         for group in self.param_groups:
             # Groups saved by torch.optim.RMSprop (or an older version) lack
             # the extra fields: take this optimizer's defaults for them.
@@ -282,7 +286,12 @@ class RMSprop(Optimizer):
             buffers: list[Tensor] = []
             steps: list[Tensor] = []
             self._init_group(group, params, grads, square_avgs, grad_avgs, buffers, steps)
-            fused, foreach = _choose_path(group, params)
+            fused, foreach = _fused.choose_path(
+                params,
+                fused=group["fused"],
+                foreach=group["foreach"],
+                differentiable=group["differentiable"],
+            )
             rmsprop(
                 params,
                 grads,
@@ -297,7 +306,8 @@ class RMSprop(Optimizer):
                 grad_scale=getattr(self, "grad_scale", None),
                 found_inf=getattr(self, "found_inf", None),
                 stochastic_rounding=self.stochastic_rounding,
-                **{field: group[_GROUP_KEY[field]] for field in _STEP_FIELDS},
+                launch=self.launch,
+                **{field: group[_GROUP_KEY[field]] for field in STEP_FIELDS},
             )
         return loss
 
@@ -436,31 +446,17 @@ def _check_param_state(where: str, entry: Any, p: Tensor, group: dict[str, Any])
             )
 
 
-def _choose_path(group: dict[str, Any], params: list[Tensor]) -> tuple[bool, bool]:
-    """(fused, foreach) for this step: what the group asks for, or the fastest that can run."""
-    fused, foreach = group["fused"], group["foreach"]
-    if fused:
-        reason = fused_unsupported_reason(params)
-        if reason:
-            raise RuntimeError(f"fused=True, but {reason}")
-        return True, False
-    automatic = fused is None and foreach is None and not group["differentiable"]
-    if automatic and params and not fused_unsupported_reason(params):
-        return True, False
-    if foreach is None:
-        _, foreach = _default_to_fused_or_foreach(params, group["differentiable"], use_fused=False)
-    return False, bool(foreach)
-
-
 def _takes_triton_kernel(group: dict[str, Any]) -> bool:
-    """Whether the group's parameters are, or may be, updated by the Triton kernel."""
-    if group["fused"] is False or group["foreach"] or group["differentiable"]:
-        return False
+    """Whether the group's parameters are, or may be, stepped by a kernel that counts steps
+    and reads GradScaler's values on their device."""
     # A group's parameters normally share a device: the first one decides.
     first = group["params"][0] if group["params"] else None
-    if first is None or not _triton_serves(first.device.type):
-        return False
-    return not fused_unsupported_reason([first])
+    return first is not None and _fused.on_device(
+        first.device.type,
+        fused=group["fused"],
+        foreach=group["foreach"],
+        differentiable=group["differentiable"],
+    )
 
 
 def _group_config(group: Mapping[str, Any]) -> Config:

@@ -18,7 +18,8 @@ float32 buffers that stay in cache, so the math is float32 and memory is still
 crossed once.
 
 Both backends launch it: `rmsprop.numpy` on arrays, `rmsprop.torch` on the
-memory of CPU tensors.
+memory of CPU tensors. Its per-tensor scalars are `rmsprop._lowering`'s
+`Coefficients`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,23 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from rmsprop._lowering import Coefficients
+
+__all__ = [
+    "AVAILABLE",
+    "CHUNK",
+    "KERNEL_DTYPES",
+    "SERIAL_BELOW",
+    "WHY_UNAVAILABLE",
+    "Table",
+    "Task",
+    "as_array",
+    "num_threads",
+    "run",
+    "table_kernel",
+    "task",
+]
 
 numba: Any
 try:
@@ -53,67 +71,6 @@ CHUNK = 1 << 15
 SERIAL_BELOW = 3 << 17
 PIECES_PER_THREAD = 2
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-class Coefficients(NamedTuple):
-    """The rule of one tensor's step, folded into the kernel's scalars.
-
-    Per element, with every unused term an exact 1 or 0:
-    ``g ← g_sign·g + l2·θ; v ← ρ·v + (1-ρ)·g²; s ← v·bias`` (centered:
-    ``m ← ρ·m + (1-ρ)·g; s ← max(s - (m·bias)², 0)``);
-    ``u ← g / (sqrt(s + eps_in) + eps_out)``; with momentum
-    ``b ← μ·b + buf_scale·u; u ← nest_u·u + nest_b·b``; then
-    ``θ ← θ·decay_scale - lr_out·u``.
-    """
-
-    g_sign: float
-    l2: float
-    decay_scale: float
-    rho: float
-    one_minus_rho: float
-    bias: float
-    eps_in: float
-    eps_out: float
-    mu: float
-    buf_scale: float
-    nest_u: float
-    nest_b: float
-    lr_out: float
-
-
-def coefficients(rule: Any, step: float) -> Coefficients:
-    """Folds a rule and a tensor's step count into `Coefficients`.
-
-    ``rule`` is a `rmsprop.Config`, or anything with its fields and a float ``lr``.
-
-    ``step`` counts from 1 and matters only with bias correction.
-    """
-    lr, decay, eps, momentum = rule.lr, rule.decay, rule.eps, rule.momentum
-    weight_decay, decoupled = rule.weight_decay, rule.decoupled_weight_decay
-    with_momentum = momentum > 0
-    lr_in_momentum = rule.lr_in_momentum
-    # lr multiplies u inside the buffer (TF) or the buffer's output (PyTorch).
-    buf_scale = lr if (with_momentum and lr_in_momentum) else 1.0
-    return Coefficients(
-        g_sign=-1.0 if rule.maximize else 1.0,
-        l2=0.0 if decoupled else weight_decay,
-        decay_scale=1 - lr * weight_decay if decoupled else 1.0,
-        rho=decay,
-        one_minus_rho=1 - decay,
-        bias=bias(decay, step) if rule.bias_correction else 1.0,
-        eps_in=eps if rule.eps_in_sqrt else 0.0,
-        eps_out=0.0 if rule.eps_in_sqrt else eps,
-        mu=momentum,
-        buf_scale=buf_scale,
-        nest_u=buf_scale if rule.nesterov else 0.0,
-        nest_b=momentum if rule.nesterov else 1.0,
-        lr_out=1.0 if (with_momentum and lr_in_momentum) else lr,
-    )
-
-
-def bias(decay: float, step: float) -> float:
-    """Bias correction's factor 1/(1 - ρᵗ), in float64."""
-    return float(1 / (1 - decay**step))
 
 
 def _kernel_source(p: Any, g: Any, v: Any, m: Any, b: Any, c: Any) -> None:
@@ -192,9 +149,11 @@ if AVAILABLE:
         return numba.types.voidptr(numba.types.int64), codegen
 
     _pointer: Any = intrinsic(_pointer_typing)
-    _table_kernel: Any = numba.njit(nogil=True, cache=True, error_model="numpy", boundscheck=False)(
+    table_kernel: Any = numba.njit(nogil=True, cache=True, error_model="numpy", boundscheck=False)(
         _table_kernel_source
     )
+else:
+    table_kernel = None
 
 
 class Table:
@@ -293,7 +252,7 @@ def run(tasks: Sequence[Task] = (), tables: Sequence[Table] = (), threads: int =
     for table in tables:
         for thread, rows in enumerate(table.shares(threads)):
             work[thread].append(
-                (_table_kernel, (table.addresses, rows, table.coefficients, *table.markers))
+                (table_kernel, (table.addresses, rows, table.coefficients, *table.markers))
             )
     total = sum(len(t.arrays[0]) for t in tasks)
     if threads == 1 or total < SERIAL_BELOW:

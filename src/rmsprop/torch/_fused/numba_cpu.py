@@ -1,4 +1,4 @@
-"""The fused CPU path for torch: `rmsprop._fused_cpu` run on the memory of CPU tensors.
+"""The Numba kernel's launcher for torch: `rmsprop.kernels.numba_cpu` on the memory of CPU tensors.
 
 float32 and float64 tensors (complex ones as pairs of reals; contiguous or
 otherwise dense, laid out as their gradient and state) go through one
@@ -20,15 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rmsprop import _fused_cpu
-from rmsprop.torch._functional import (
-    Hyper,
-    StepTensors,
-    _single_tensor_rmsprop,
-    _view_as_real,
-    mark_written,
-)
-from rmsprop.torch._plans import (
+from rmsprop import _lowering
+from rmsprop.kernels import numba_cpu as kernel
+from rmsprop.torch._fused.plans import (
     addressable,
     cached_plan,
     identity,
@@ -36,6 +30,10 @@ from rmsprop.torch._plans import (
     real_dtype,
     same_dense_layout,
 )
+from rmsprop.torch._reference import single_tensor_rmsprop
+from rmsprop.torch._step import Hyper, StepTensors, as_real_views, mark_written
+
+__all__ = ["fused_rmsprop", "unsupported_reason"]
 
 # Real dtypes whose memory the kernel updates directly, and its dtype for them.
 _DIRECT = {torch.float32: np.float32, torch.float64: np.float64}
@@ -45,8 +43,8 @@ _ONE = torch.tensor(1.0)  # what every step count grows by: one wrapped scalar f
 
 def unsupported_reason(device_type: str) -> str:
     """Why the fused CPU kernel can't run on tensors of this device type ('' when it can)."""
-    if not _fused_cpu.AVAILABLE:
-        return _fused_cpu.WHY_UNAVAILABLE
+    if not kernel.AVAILABLE:
+        return kernel.WHY_UNAVAILABLE
     if device_type != "cpu":
         return (
             f"the fused CPU kernel needs CPU tensors, got {device_type} tensors "
@@ -55,13 +53,15 @@ def unsupported_reason(device_type: str) -> str:
     return ""
 
 
-def _fused_cpu_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:
+def fused_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:
+    """The fused step on CPU tensors: updates everything in place (the GradScaler protocol
+    already applied by the caller)."""
     if not tensors.params:
         return
-    if not _fused_cpu.AVAILABLE:
-        raise RuntimeError(_fused_cpu.WHY_UNAVAILABLE)
+    if not kernel.AVAILABLE:
+        raise RuntimeError(kernel.WHY_UNAVAILABLE)
     hyper = hyper._replace(lr=float(hyper.lr))
-    threads = _fused_cpu.num_threads()  # a bad RMSPROP_NUM_THREADS fails before any write
+    threads = kernel.num_threads()  # a bad RMSPROP_NUM_THREADS fails before any write
     tensors = tensors.used_by(hyper)
     params, grads, square_avgs, m, b, state_steps = tensors
     key = identity(params, square_avgs, m, b, state_steps)
@@ -69,20 +69,20 @@ def _fused_cpu_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:
 
     if plan.leftover:  # first: if it raises, the kernel's tensors are still untouched
         picked = tensors.pick(plan.leftover)
-        _single_tensor_rmsprop(picked, hyper, capturable=False, differentiable=False)
+        single_tensor_rmsprop(picked, hyper, capturable=False, differentiable=False)
     counted = [state_steps[i] for i in plan.counted]
     if counted:
         torch._foreach_add_(counted, _ONE, alpha=1.0)
     if hyper.bias_correction or plan.rule != hyper:
-        c = _fused_cpu.coefficients(hyper, 1)
+        c = _lowering.coefficients(hyper, 1)
         for table, indices in plan.tables:
             bias = None
             if hyper.bias_correction:
-                bias = (_fused_cpu.bias(hyper.decay, state_steps[i].item()) for i in indices)
+                bias = (_lowering.bias(hyper.decay, state_steps[i].item()) for i in indices)
             table.set_coefficients(c, bias)
         plan.rule = None if hyper.bias_correction else hyper
     tasks = [_converted_task(tensors, i, hyper) for i in plan.converted]
-    _fused_cpu.run(tasks, [table for table, _ in plan.tables], threads)
+    kernel.run(tasks, [table for table, _ in plan.tables], threads)
     # The kernel writes behind autograd's back: tell it, as an in-place op would
     # (16-bit tensors are written back by copy_, which does).
     mark_written(plan.written(params, square_avgs, m, b))
@@ -99,7 +99,7 @@ class _Plan:
 
     def __init__(
         self,
-        tables: list[tuple[_fused_cpu.Table, list[int]]],
+        tables: list[tuple[kernel.Table, list[int]]],
         converted: list[int],
         leftover: list[int],
     ) -> None:
@@ -113,7 +113,7 @@ class _Plan:
 
     def point_grads(self, addresses: list[int]) -> None:
         for table, indices in self.tables:
-            table.addresses[_fused_cpu.GRAD] = [addresses[i] for i in indices]
+            table.addresses[kernel.GRAD] = [addresses[i] for i in indices]
         self.grads = addresses
 
     def written(self, *lists: list[Tensor]) -> list[Tensor]:
@@ -161,7 +161,7 @@ def _build_plan(tensors: StepTensors) -> _Plan:
     tables = []
     for dtype, indices in by_dtype.items():
         numels = [params[i].numel() * (2 if params[i].is_complex() else 1) for i in indices]
-        table = _fused_cpu.Table(dtype, numels, bool(grad_avgs), bool(momentum_buffers))
+        table = kernel.Table(dtype, numels, bool(grad_avgs), bool(momentum_buffers))
         rows = [params, grads, square_avgs, grad_avgs, momentum_buffers]
         for row, listed in enumerate(rows):
             if listed:
@@ -170,12 +170,12 @@ def _build_plan(tensors: StepTensors) -> _Plan:
     return _Plan(tables, converted, leftover)
 
 
-def _converted_task(tensors: StepTensors, i: int, hyper: Hyper) -> _fused_cpu.Task:
+def _converted_task(tensors: StepTensors, i: int, hyper: Hyper) -> kernel.Task:
     """A 16-bit tensor's step: flat views of its memory, float32 coefficients."""
     *lists, state_steps = tensors  # θ, g, v, then m and b where the rule has them
-    flat = [_view_as_real(ts[i].detach())[0].view(-1) if ts else None for ts in lists]
+    flat = [as_real_views(ts[i].detach())[0].view(-1) if ts else None for ts in lists]
     step = state_steps[i].item() if hyper.bias_correction else 1
-    return _fused_cpu.task(flat, _coefficients(hyper, step, np.float32), _copy)
+    return kernel.task(flat, _coefficients(hyper, step, np.float32), _copy)
 
 
 _coefficient_arrays: dict[tuple[Any, ...], np.ndarray] = {}
@@ -188,8 +188,8 @@ def _coefficients(hyper: Hyper, step: float, dtype: Any) -> np.ndarray:
     if found is None:
         if len(_coefficient_arrays) > 256:  # a schedule or bias correction: keep it small
             _coefficient_arrays.clear()
-        c = _fused_cpu.coefficients(hyper, step)
-        found = _coefficient_arrays[key] = _fused_cpu.as_array(c, dtype)
+        c = _lowering.coefficients(hyper, step)
+        found = _coefficient_arrays[key] = kernel.as_array(c, dtype)
     return found
 
 
