@@ -6,7 +6,6 @@ import pytest
 
 pytest.importorskip("torch", reason="the torch backend needs the torch extra")
 
-# ruff: noqa: E402
 
 from rmsprop.kernels import triton as fused_triton
 from rmsprop.torch import _fused
