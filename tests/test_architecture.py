@@ -141,3 +141,19 @@ def test_the_kernels_import_no_framework():
             source = path.read_text()
             for framework in ("torch", "jax", "tensorflow"):
                 assert f"import {framework}" not in source, f"{name} imports {framework}"
+
+
+def test_the_rule_is_written_once_and_inserted_where_a_docstring_states_it():
+    from rmsprop._config import RULE, Config
+
+    distinctive = "v̂, m̂ ← v/(1 - ρᵗ), m/(1 - ρᵗ)"
+    assert distinctive in RULE
+    holders = [name for name, path in MODULES.items() if distinctive in path.read_text()]
+    assert holders == ["rmsprop._config"]
+    assert RULE.splitlines()[0] in (Config.__doc__ or "")
+    # Each line of the rule, indented as the docstring's block (with_rule's work).
+    assert "        " + RULE.splitlines()[-1] in (Config.__doc__ or "")
+    jax = pytest.importorskip("rmsprop.jax", reason="the jax backend needs the jax extra")
+    assert "        " + RULE.splitlines()[-1] in (jax.rmsprop.__doc__ or "")
+    triton = pytest.importorskip("rmsprop.kernels.triton")
+    assert "    " + RULE.splitlines()[-1] in (triton.__doc__ or "")

@@ -48,7 +48,7 @@ import numpy as np
 import optax  # type: ignore[import-untyped]
 
 from rmsprop import flavors
-from rmsprop._config import Config
+from rmsprop._config import Config, with_rule
 from rmsprop._not_given import NotGiven
 
 __all__ = ["RMSpropState", "rmsprop"]
@@ -139,22 +139,12 @@ def rmsprop(
     r"""RMSprop as an optax transformation, drop-in for `optax.rmsprop`, in every flavor.
 
     Per parameter θ with gradient g, at update t = ``count + 1``, the update
-    (what `optax.apply_updates` adds to θ) is computed as `rmsprop.Config`
-    states, in this order:
+    (what `optax.apply_updates` adds to θ) is the new θ minus the old, with the
+    new θ computed as `rmsprop.Config` states, in this order:
 
     .. code-block:: text
 
-        g ← -g                              if maximize
-        g ← g + λ·θ                         if λ and not decoupled_weight_decay
-        v ← ρ·v + (1 - ρ)·g²
-        m ← ρ·m + (1 - ρ)·g                 if centered
-        v̂, m̂ ← v/(1 - ρᵗ), m/(1 - ρᵗ)       if bias_correction, else v, m
-        s ← max(v̂ - m̂², 0) if centered, else v̂
-        u ← g / sqrt(s + ε)  if eps_in_sqrt, else g / (sqrt(s) + ε)
-        step ← η·u                                    without momentum
-        b ← μ·b + η·u;  step ← η·u + μ·b if nesterov else b    lr_in_momentum (optax, TF)
-        b ← μ·b + u;    step ← η·(u + μ·b if nesterov else b)  not lr_in_momentum (PyTorch)
-        update ← -step - η·λ·θ if decoupled_weight_decay, else -step
+        {rule}
 
     where η is the learning rate (a schedule's value at ``count``), ρ = decay,
     ε = eps, μ = momentum and λ = weight_decay. Without a flavor or the extra
@@ -243,6 +233,8 @@ def rmsprop(
     has_trace = given["momentum"] is not None if "momentum" in given else config.momentum > 0
     return _transformation(config, hyper, has_trace)
 
+
+rmsprop.__doc__ = with_rule(rmsprop.__doc__)
 
 # Config's name for each of optax's (the others are the same).
 _CONFIG_NAME = {"learning_rate": "lr", "initial_scale": "initial_square_avg"}

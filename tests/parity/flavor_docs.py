@@ -12,8 +12,7 @@ import pathlib
 import re
 from collections.abc import Callable
 
-from rmsprop.flavors import flavor_table
-from rmsprop.translation import flavor_details, translation_table
+from rmsprop.tables import flavor_details, flavor_table, translation_table
 
 FLAVOR_DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "flavors.md"
 
