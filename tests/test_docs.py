@@ -101,3 +101,17 @@ def test_the_fused_paths_page_names_real_options_and_its_code_compiles():
     assert options <= set(inspect.signature(RMSprop).parameters), options
     assert torch.ops.rmsprop.fused_step.default.name() == "rmsprop::fused_step"
     assert "`rmsprop::fused_step`" in text
+
+
+def test_the_layout_names_every_module_and_package_of_the_tree():
+    layout = README.split("## Layout", 1)[1].split("```", 2)[1]
+    source = ROOT / "src" / "rmsprop"
+    names = {p.name for p in source.iterdir() if p.suffix == ".py" and p.name != "__init__.py"}
+    names -= {"__main__.py", "_not_given.py", "_versions.py", "py.typed"}  # small helpers
+    names |= {f"{p.name}/" for p in source.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    names |= {p.name for p in (source / "torch").glob("*.py") if p.name != "__init__.py"}
+    missing = sorted(name for name in names if name not in layout)
+    assert missing == []
+    for name in re.findall(r"\b[\w/]+\.py\b", layout):
+        found = [p for top in ("src", "benchmarks", "tests") for p in (ROOT / top).rglob(name)]
+        assert found, f"the layout names {name}, which is gone"
