@@ -123,6 +123,49 @@ _FLAVOR_LIST = (
         "keeps it constant.",
     ),
     Flavor(
+        "dopamine",
+        Config(
+            lr=2.5e-4, decay=0.95, eps=1e-5, initial_square_avg=1.0, centered=True, **_TF_STYLE
+        ),
+        "Dopamine's Nature DQN: TF1 tf.train.RMSPropOptimizer as dqn_nature.gin sets it",
+        "google/dopamine dopamine/agents/dqn/configs/dqn_nature.gin (learning_rate 0.00025, "
+        "decay 0.95, momentum 0.0, epsilon 0.00001, centered True) on TF1's ApplyCenteredRMSProp",
+        "The TF1 rule (the tensorflow flavor: ε inside the root, v starting at 1) with "
+        "Dopamine's settings; Dopamine's JAX agents use optax.rmsprop instead, whose v starts "
+        "at 0 (flavor('optax', lr=2.5e-4, decay=0.95, eps=1e-5, centered=True)).",
+    ),
+    Flavor(
+        "a3c",
+        Config(lr=7e-4, decay=0.99, eps=0.1, eps_in_sqrt=True),
+        "DeepMind A3C (Mnih et al., ICML 2016), RMSProp with shared statistics",
+        "arXiv:1602.01783 section 4, 'Optimization' (g ← αg + (1-α)Δθ², "
+        "θ ← θ - ηΔθ/√(g + ε)); α = 0.99 and ε = 0.1 as its authors gave them "
+        "(miyosuda/async_deep_reinforce#1)",
+        "The paper samples lr per run (log-uniform in [1e-4, 1e-2]); 7e-4 here, the value "
+        "most reimplementations use. Its authors clip gradients to norm 40 before the step. "
+        "Share the statistics across workers with RMSprop.share_memory().",
+    ),
+    Flavor(
+        "sb3",
+        Config(lr=1e-2, decay=0.99, eps=1e-8, eps_in_sqrt=True, initial_square_avg=1.0),
+        "stable-baselines3 RMSpropTFLike (sb2_compat)",
+        "DLR-RM/stable-baselines3 stable_baselines3/common/sb2_compat/rmsprop_tf_like.py "
+        "(stable-baselines3 2.x)",
+        "Its defaults are torch.optim.RMSprop's; A2C passes alpha=0.99, eps=1e-5 (the RL "
+        "Zoo's Atari A2C: optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=1e-5)). "
+        "lr stays outside the momentum buffer, as in PyTorch; its centered form takes the "
+        "root of v - m² unclamped, where this clamps at 0.",
+    ),
+    Flavor(
+        "pfrl",
+        Config(lr=1e-2, decay=0.99, eps=1e-8, eps_in_sqrt=True),
+        "PFRL pfrl.optimizers.SharedRMSpropEpsInsideSqrt",
+        "pfnet/pfrl pfrl/optimizers/rmsprop_eps_inside_sqrt.py (pfrl 0.4)",
+        "Its defaults are torch.optim.RMSprop's; PFRL's A3C example passes lr=7e-4, "
+        "eps=1e-1, alpha=0.99. Its state is created when the optimizer is: call "
+        "RMSprop.share_memory() for the same.",
+    ),
+    Flavor(
         "hinton",
         Config(lr=1e-3, decay=0.9, eps=0.0),
         "Hinton, Neural Networks for Machine Learning, lecture 6e, slide 29",

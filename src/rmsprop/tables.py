@@ -61,6 +61,8 @@ def translation_table() -> str:
         no: v₀
         yes, but not with weight decay
         yes
+        yes, but not with momentum
+        no: v₀
     """
     header = "| flavor | " + " | ".join(f"{t.optimizer}" for t in TARGETS.values()) + " |"
     rows = [header, "|---|" + "---|" * len(TARGETS)]

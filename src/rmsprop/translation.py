@@ -146,7 +146,26 @@ def _timm_arguments(c: Config) -> dict[str, Any]:
     }
 
 
+def _torch_style_arguments(c: Config) -> dict[str, Any]:
+    """The arguments of torch.optim.RMSprop's subclasses in RL libraries (no maximize)."""
+    return {
+        "lr": c.lr,
+        "alpha": c.decay,
+        "eps": c.eps,
+        "weight_decay": c.weight_decay,
+        "momentum": c.momentum,
+        "centered": c.centered,
+    }
+
+
 _NO_EXTRAS = {"nesterov": False, "bias_correction": False}
+# What RL libraries' RMSprop classes share with PyTorch's: L2 decay, lr outside the buffer.
+_TORCH_STYLE = {
+    "lr_in_momentum": False,
+    "decoupled_weight_decay": False,
+    "maximize": False,
+    **_NO_EXTRAS,
+}
 
 TARGETS: Mapping[str, Target] = MappingProxyType(
     {
@@ -207,6 +226,20 @@ TARGETS: Mapping[str, Target] = MappingProxyType(
                 {"eps_in_sqrt": True, "initial_square_avg": 1.0, "maximize": False, **_NO_EXTRAS},
                 _timm_arguments,
             ),
+            Target(
+                "sb3",
+                "stable_baselines3.common.sb2_compat.rmsprop_tf_like.RMSpropTFLike",
+                "sb3",
+                {"eps_in_sqrt": True, "initial_square_avg": 1.0, **_TORCH_STYLE},
+                _torch_style_arguments,
+            ),
+            Target(
+                "pfrl",
+                "pfrl.optimizers.SharedRMSpropEpsInsideSqrt",
+                "pfrl",
+                {"eps_in_sqrt": True, "initial_square_avg": 0.0, **_TORCH_STYLE},
+                _torch_style_arguments,
+            ),
         )
     }
 )
@@ -233,8 +266,9 @@ def translate(config: Config, to: str) -> dict[str, Any]:
         to: the framework, a key of `TARGETS`: ``"pytorch"``
             (``torch.optim.RMSprop``), ``"optax"`` (``optax.rmsprop``),
             ``"keras"`` (Keras 3 ``keras.optimizers.RMSprop``),
-            ``"tensorflow"`` (``tf.compat.v1.train.RMSPropOptimizer``) or
-            ``"timm"`` (``timm.optim.RMSpropTF``).
+            ``"tensorflow"`` (``tf.compat.v1.train.RMSPropOptimizer``),
+            ``"timm"`` (``timm.optim.RMSpropTF``), ``"sb3"`` (stable-baselines3's
+            ``RMSpropTFLike``) or ``"pfrl"`` (``pfrl.optimizers.SharedRMSpropEpsInsideSqrt``).
 
     Returns:
         The keyword arguments, with the framework's names, for every
@@ -400,7 +434,7 @@ def _suggestion(config: Config, target: Target) -> str:
     jax_args = "".join(f", {_JAX_NAMES.get(f, f)}={v!r}" for f, v in changes.items())
     in_torch = f'rmsprop.torch.RMSprop(params, flavor="{name}"{torch_args})'
     in_jax = f'rmsprop.jax.rmsprop(flavor="{name}"{jax_args})'
-    if target.name in ("pytorch", "timm"):
+    if target.name in ("pytorch", "timm", "sb3", "pfrl"):  # torch optimizers
         return in_torch
     if target.name == "optax":
         return in_jax

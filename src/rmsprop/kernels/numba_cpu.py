@@ -268,6 +268,8 @@ def run(tasks: Sequence[Task] = (), tables: Sequence[Table] = (), threads: int =
         _run_calls(work[0])
         return
     if _pool is None or _pool_size != threads:
+        if _pool is not None:
+            _pool.shutdown(wait=False)
         _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="rmsprop")
         _pool_size = threads
     futures = [_pool.submit(_run_calls, calls) for calls in work[1:] if calls]
@@ -328,28 +330,59 @@ def _buffers(count: int) -> list[np.ndarray]:
     return buffers[:count]
 
 
-def num_threads() -> int:
-    """Threads the fused step uses: RMSPROP_NUM_THREADS, else the CPUs this process may use."""
+def num_threads(limit: int | None = None) -> int:
+    """Threads the fused step uses: ``RMSPROP_NUM_THREADS`` when set, else the CPUs this
+    process may use (its CPU affinity and its cgroup's CPU quota), at most ``limit`` (a
+    framework's own setting: `rmsprop.torch` passes ``torch.get_num_threads()``).
+
+    Asked on every step, so a worker process that narrows its affinity or its framework's
+    threads after it starts (16 workers on 16 cores, one thread each) is followed at once.
+
+    Raises:
+        ValueError: ``RMSPROP_NUM_THREADS`` is set to anything but a positive integer.
+    """
     configured = os.environ.get("RMSPROP_NUM_THREADS")
-    if not configured:
-        return _USABLE_CPUS
-    if not configured.strip().isdigit() or int(configured) < 1:
-        raise ValueError(f"RMSPROP_NUM_THREADS must be a positive integer, got {configured!r}")
-    return int(configured)
+    if configured:
+        if not configured.strip().isdigit() or int(configured) < 1:
+            raise ValueError(f"RMSPROP_NUM_THREADS must be a positive integer, got {configured!r}")
+        return int(configured)
+    usable = min(_affinity(), _CGROUP_CPUS)
+    return max(1, min(usable, limit)) if limit is not None else usable
 
 
-def _usable_cpus() -> int:
+def _affinity() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
 
 
-_USABLE_CPUS = _usable_cpus()
+def _cgroup_cpus(path: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The CPUs a cgroup v2 quota allows ("200000 100000" → 2), or a large number if none."""
+    try:
+        with open(path) as f:
+            quota, period = f.read().split()[:2]
+        return max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):  # no cgroup v2 file, or "max": no quota
+        return 1 << 30
+
+
+_CGROUP_CPUS = _cgroup_cpus()  # fixed for the process's life (a fork stays in its cgroup)
 
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+
+
+def _forget_the_pool() -> None:
+    # A forked child inherits the pool object but none of its threads: a task submitted
+    # to it would wait forever. The child starts its own on first use.
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_the_pool)
 
 
 def _balanced_groups(pieces: Sequence[Piece], total: int, groups: int) -> list[list[Piece]]:

@@ -185,6 +185,7 @@ class RMSprop(Optimizer):
         self.state_dtype = state_dtype
         self.stochastic_rounding = stochastic_rounding
         self.launch = launch
+        self.shared_memory = False  # set by share_memory()
         super().__init__(params, defaults)
 
     @property
@@ -199,6 +200,7 @@ class RMSprop(Optimizer):
             "state_dtype": self.state_dtype,
             "stochastic_rounding": self.stochastic_rounding,
             "launch": self.launch,
+            "shared_memory": self.shared_memory,
         }
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -223,6 +225,7 @@ class RMSprop(Optimizer):
         self.__dict__.setdefault("state_dtype", None)
         self.__dict__.setdefault("stochastic_rounding", False)
         self.__dict__.setdefault("launch", None)
+        self.__dict__.setdefault("shared_memory", False)
         for group in self.param_groups:
             # Groups saved by torch.optim.RMSprop (or an older version) lack
             # the extra fields: take this optimizer's defaults for them.
@@ -243,6 +246,7 @@ class RMSprop(Optimizer):
         it was.
         """
         self._check_state_dict(state_dict)
+        shared = {p: dict(s) for p, s in self.state.items()} if self.shared_memory else {}
         super().load_state_dict(state_dict)
         if self.state_dtype is not None:
             # torch casts floating state to the parameter's dtype; keep ours.
@@ -250,6 +254,15 @@ class RMSprop(Optimizer):
                 for key in _STATE_KEYS[1:]:
                     if key in p_state and not p_state[key].is_complex():
                         p_state[key] = p_state[key].to(self.state_dtype)
+        if self.shared_memory:
+            # The workers hold the shared tensors: load into them, not beside them.
+            for p, p_state in self.state.items():
+                for key, value in p_state.items():
+                    kept = shared.get(p, {}).get(key)
+                    if kept is not None and kept.shape == value.shape:
+                        p_state[key] = kept.copy_(value)
+                    else:
+                        value.share_memory_()
 
     def _move_steps_to_the_kernel(self) -> None:
         """Puts the step counts of CUDA parameters the Triton kernel updates on their device.
@@ -337,24 +350,7 @@ class RMSprop(Optimizer):
             if grad.is_sparse:
                 raise RuntimeError("RMSprop does not support sparse gradients")
             state = self.state[p]
-            if not state:
-                state["step"] = _new_step(p, device_steps)
-                start = group["initial_square_avg"]
-                # A complex parameter is two reals, and each part's average starts there.
-                fill = complex(start, start) if p.is_complex() else start
-                state["square_avg"] = torch.full_like(
-                    p, fill, dtype=self._state_dtype(p), memory_format=torch.preserve_format
-                )
-            # Created when first needed, so momentum or centered may be turned
-            # on in a group mid-run (the buffers start at zero).
-            if with_momentum and "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(
-                    p, dtype=self._state_dtype(p), memory_format=torch.preserve_format
-                )
-            if centered and "grad_avg" not in state:
-                state["grad_avg"] = torch.zeros_like(
-                    p, dtype=self._state_dtype(p), memory_format=torch.preserve_format
-                )
+            self._create_state(group, p, state, device_steps)
 
             params.append(p)
             grads.append(grad)
@@ -364,6 +360,93 @@ class RMSprop(Optimizer):
                 buffers.append(state["momentum_buffer"])
             if centered:
                 grad_avgs.append(state["grad_avg"])
+
+    def _create_state(
+        self, group: dict[str, Any], p: Tensor, state: dict[str, Tensor], device_steps: bool
+    ) -> None:
+        """Creates what ``p``'s state lacks for its group's rule (in shared memory once
+        `share_memory` was called)."""
+        created = []
+        if not state:
+            state["step"] = _new_step(p, device_steps)
+            start = group["initial_square_avg"]
+            # A complex parameter is two reals, and each part's average starts there.
+            fill = complex(start, start) if p.is_complex() else start
+            state["square_avg"] = torch.full_like(
+                p, fill, dtype=self._state_dtype(p), memory_format=torch.preserve_format
+            )
+            created += ["step", "square_avg"]
+        # Created when first needed, so momentum or centered may be turned
+        # on in a group mid-run (the buffers start at zero).
+        for key, needed in (
+            ("momentum_buffer", group["momentum"] > 0),
+            ("grad_avg", group["centered"]),
+        ):
+            if needed and key not in state:
+                state[key] = torch.zeros_like(
+                    p, dtype=self._state_dtype(p), memory_format=torch.preserve_format
+                )
+                created.append(key)
+        if self.shared_memory:
+            for key in created:
+                state[key].share_memory_()  # type: ignore[no-untyped-call]
+
+    def share_memory(self) -> RMSprop:
+        """Creates every state tensor now and moves it to shared memory, for Hogwild/A3C.
+
+        Like `torch.nn.Module.share_memory`: call it (and the model's) in the parent, then
+        start the workers (``fork``, ``spawn`` or ``forkserver``); every worker's
+        ``step()`` then reads and writes the same averages, momentum buffers and step
+        counts. Every piece of state the rule uses is created here, ``step`` included,
+        rather than lazily in a worker's first step, where it would be private to that
+        worker. State created later (momentum turned on mid-run) is created shared too,
+        and `load_state_dict` copies loaded values into the shared tensors instead of
+        replacing them.
+
+        Concurrent steps are lock-free (Hogwild): two workers may read and write one
+        element at once, and a step count advanced by two workers at once may advance by
+        one. Bias correction reads the count as its step finds it. The centered variance
+        is clamped at 0, so a race cannot make it negative (no NaN). CUDA tensors are
+        shared through CUDA IPC when sent to a spawned worker; ``share_memory_`` leaves
+        them as they are.
+
+        Returns:
+            This optimizer.
+
+        Raises:
+            ValueError: a CPU parameter is not in shared memory (call the model's
+                ``share_memory()`` first): a worker's step would update its own copy. Nothing
+                is changed.
+
+        Example:
+            >>> import torch
+            >>> from rmsprop.torch import RMSprop
+            >>> model = torch.nn.Linear(4, 2).share_memory()
+            >>> opt = RMSprop(model.parameters(), flavor="a3c").share_memory()
+            >>> opt.state[model.weight]["square_avg"].is_shared()
+            True
+        """
+        private = [
+            f"param_groups[{g}]['params'][{i}]"
+            for g, group in enumerate(self.param_groups)
+            for i, p in enumerate(group["params"])
+            if p.is_cpu and not p.is_shared()
+        ]
+        if private:
+            raise ValueError(
+                f"share_memory(): {', '.join(private[:3])}{' and others' if private[3:] else ''} "
+                "not in shared memory; call share_memory() on the model first, so that the "
+                "workers step the same parameters"
+            )
+        self.shared_memory = True
+        for group in self.param_groups:
+            device_steps = group["capturable"] or _takes_triton_kernel(group)
+            for p in group["params"]:
+                state = self.state[p]
+                self._create_state(group, p, state, device_steps)
+                for value in state.values():
+                    value.share_memory_()
+        return self
 
     def _state_dtype(self, p: Tensor) -> torch.dtype:
         return p.dtype if self.state_dtype is None or p.is_complex() else self.state_dtype

@@ -61,7 +61,8 @@ def fused_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:
     if not kernel.AVAILABLE:
         raise RuntimeError(kernel.WHY_UNAVAILABLE)
     hyper = hyper._replace(lr=float(hyper.lr))
-    threads = kernel.num_threads()  # a bad RMSPROP_NUM_THREADS fails before any write
+    # (A bad RMSPROP_NUM_THREADS fails here, before any write.)
+    threads = kernel.num_threads(limit=torch.get_num_threads())
     tensors = tensors.used_by(hyper)
     params, grads, square_avgs, m, b, state_steps = tensors
     key = identity(params, square_avgs, m, b, state_steps)

@@ -14,6 +14,7 @@ a tensor is either part of its key or checked on every step.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,6 +39,16 @@ __all__ = [
 # learning rates over a deep model; a plan holds no tensor, only small tables.
 KEPT = 128
 _lock = threading.Lock()  # two optimizers may step at once in two threads
+
+
+def _new_lock() -> None:
+    # A child forked while another thread held the lock would inherit it held, forever.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
 
 
 class Plan(Protocol):
