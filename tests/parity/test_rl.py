@@ -195,3 +195,72 @@ def test_dopamine_flavor_is_tf1_with_dqn_nature_gin():
         "learning_rate": 0.00025, "decay": 0.95, "momentum": 0.0, "epsilon": 1e-05,
         "centered": True,
     }  # fmt: skip
+
+
+# -- stable-baselines3's A2C with this optimizer --------------------------------------
+
+
+def train_a2c(optimizer_class: type, optimizer_kwargs: dict[str, Any], steps: int) -> Any:
+    """SB3's A2C on CartPole (gymnasium's, no download), seeded; returns the trained model."""
+    sb3 = pytest.importorskip("stable_baselines3", reason="stable-baselines3 is not installed")
+    pytest.importorskip("gymnasium", reason="the A2C run needs gymnasium's CartPole")
+    import torch
+
+    torch.set_num_threads(1)  # one thread: the same reductions in both runs
+    model = sb3.A2C(
+        "MlpPolicy",
+        "CartPole-v1",
+        seed=0,
+        device="cpu",
+        policy_kwargs={"optimizer_class": optimizer_class, "optimizer_kwargs": optimizer_kwargs},
+    )
+    return model.learn(total_timesteps=steps)
+
+
+# SB3's Atari A2C settings with RMSpropTFLike (the RL Zoo's), under SB3's own A2C defaults.
+SB3_A2C = {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0}
+
+
+@pytest.mark.parametrize("path", ["single-tensor", "fused"])
+def test_sb3_a2c_with_the_sb3_flavor_reproduces_rmsprop_tf_like(path):
+    from rmsprop.torch import RMSprop
+
+    steps = 1500  # 300 updates of 5 steps
+    reference = train_a2c(sb3_class(), SB3_A2C, steps)
+    options = {"foreach": False, "fused": False} if path == "single-tensor" else {"fused": True}
+    ours = train_a2c(RMSprop, {"flavor": "sb3", **SB3_A2C, **options}, steps)
+    expected = reference.policy.state_dict()
+    got = ours.policy.state_dict()
+    assert isinstance(ours.policy.optimizer, RMSprop)
+    for name, value in expected.items():
+        if path == "single-tensor":  # the same torch ops in the same order: the same bits
+            assert got[name].equal(value), name
+        else:  # one fused pass: float32 rounding apart, over 300 updates
+            np.testing.assert_allclose(got[name].numpy(), value.numpy(), rtol=1e-4, atol=1e-5)
+    assert not torch_equal(expected, train_a2c(torch_rmsprop(), SB3_A2C, steps).policy)
+
+
+def torch_rmsprop() -> type:
+    import torch
+
+    return torch.optim.RMSprop
+
+
+def torch_equal(state: dict[str, Any], policy: Any) -> bool:
+    """Whether a policy's parameters equal ``state``'s (to tell the naive port apart)."""
+    other = policy.state_dict()
+    return all(
+        np.allclose(other[k].numpy(), v.numpy(), rtol=1e-4, atol=1e-5) for k, v in state.items()
+    )
+
+
+def test_sb3_a2c_trains_with_rmsprop():
+    # The same recipe learns CartPole (it reaches returns far above a random policy's ~20).
+    sb3 = pytest.importorskip("stable_baselines3", reason="stable-baselines3 is not installed")
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from rmsprop.torch import RMSprop
+
+    model = train_a2c(RMSprop, {"flavor": "sb3", **SB3_A2C}, 20_000)
+    mean_return, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=10)
+    assert sb3 is not None and mean_return > 100

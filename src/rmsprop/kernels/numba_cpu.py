@@ -47,6 +47,8 @@ __all__ = [
     "run",
     "table_kernel",
     "task",
+    "warm_up",
+    "warm_up_in_background",
 ]
 
 numba: Any
@@ -374,15 +376,53 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
+def warm_up() -> None:
+    """Loads the table kernel for every dtype and buffer combination from Numba's on-disk
+    cache (compiling it, once per machine, where the cache is cold), by running it over no
+    tensors. A fresh process pays this once, about half a second, mostly Numba's own start.
+    """
+    if not AVAILABLE:
+        return
+    no_rows = np.zeros((0, 3), np.int64)
+    for dtype in KERNEL_DTYPES:
+        for grad_avg in (False, True):
+            for momentum in (False, True):
+                table = Table(dtype, [], grad_avg, momentum)
+                table_kernel(table.addresses, no_rows, table.coefficients, *table.markers)
+
+
+def warm_up_in_background() -> None:
+    """Starts `warm_up` in a thread of its own, once per process, so that a new worker's set-up
+    (its environment, its first forward pass) hides the kernel's loading; a step that comes
+    first waits for what is left (Numba's dispatcher holds a lock while it loads)."""
+    global _warming
+    with _warming_lock:
+        if _warming is not None or not AVAILABLE:
+            return
+        _warming = threading.Thread(target=warm_up, name="rmsprop-warm-up", daemon=True)
+        _warming.start()
+
+
+def _finish_warming_up() -> None:
+    # A fork while the thread is importing would leave the child half-imported modules.
+    if _warming is not None:
+        _warming.join()
+
+
+_warming: threading.Thread | None = None
+_warming_lock = threading.Lock()
+
+
 def _forget_the_pool() -> None:
     # A forked child inherits the pool object but none of its threads: a task submitted
     # to it would wait forever. The child starts its own on first use.
-    global _pool, _pool_size
+    global _pool, _pool_size, _warming_lock
     _pool, _pool_size = None, 0
+    _warming_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_the_pool)
+    os.register_at_fork(before=_finish_warming_up, after_in_child=_forget_the_pool)
 
 
 def _balanced_groups(pieces: Sequence[Piece], total: int, groups: int) -> list[list[Piece]]:

@@ -142,4 +142,14 @@ def _fused_and_marked(
         mark_written(wrappers.written(grad_scale is not None))
 
 
-_between_graphs: Any = torch.compiler.disable(_fused_and_marked)  # type: ignore[no-untyped-call, unused-ignore]
+def _between_graphs(*args: Any) -> None:
+    """The eager fused step behind a graph break (torch 2.4, whose compile can't take the
+    op). Made on first use: `torch.compiler.disable` imports torch._dynamo, a second's
+    import that every process would otherwise pay, compiling or not."""
+    global _disabled
+    if _disabled is None:
+        _disabled = torch.compiler.disable(_fused_and_marked)  # type: ignore[no-untyped-call, unused-ignore]
+    _disabled(*args)
+
+
+_disabled: Any = None

@@ -187,6 +187,7 @@ class RMSprop(Optimizer):
         self.launch = launch
         self.shared_memory = False  # set by share_memory()
         super().__init__(params, defaults)
+        self._prepare_kernels()
 
     @property
     def _step_supports_amp_scaling(self) -> bool:  # read by torch.amp.GradScaler
@@ -236,6 +237,16 @@ class RMSprop(Optimizer):
                 if p_state and not torch.is_tensor(p_state["step"]):
                     p_state["step"] = _new_step(p, group["capturable"], float(p_state["step"]))
         self._move_steps_to_the_kernel()
+        self._prepare_kernels()  # (a worker receives its optimizer pickled)
+
+    def _prepare_kernels(self) -> None:
+        for group in self.param_groups:
+            _fused.prepare(
+                group["params"],
+                fused=group["fused"],
+                foreach=group["foreach"],
+                differentiable=group["differentiable"],
+            )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Loads a state dict of this class or of `torch.optim.RMSprop`.

@@ -47,6 +47,7 @@ __all__ = [
     "fused_kernel",
     "fused_step",
     "on_device",
+    "prepare",
     "why_not_fused",
     "why_not_on",
 ]
@@ -156,6 +157,19 @@ def on_device(
         return False
     kernel = fused_kernel(device_type)
     return kernel.on_device and not kernel.why_not(device_type)
+
+
+def prepare(
+    params: list[Tensor], *, fused: bool | None, foreach: bool | None, differentiable: bool
+) -> None:
+    """Starts loading, in the background, the kernels a step of these parameters with these
+    options may take (so that a new worker process's set-up hides it)."""
+    if fused is False or foreach or differentiable:
+        return
+    for device_type in _device_types(params):
+        kernel = fused_kernel(device_type)
+        if not kernel.why_not(device_type):
+            _launcher(kernel.name).prepare()
 
 
 def _device_types(params: list[Tensor]) -> list[str]:

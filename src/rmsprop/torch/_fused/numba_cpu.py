@@ -33,7 +33,7 @@ from rmsprop.torch._fused.plans import (
 from rmsprop.torch._reference import single_tensor_rmsprop
 from rmsprop.torch._step import Hyper, StepTensors, as_real_views, mark_written
 
-__all__ = ["fused_rmsprop", "unsupported_reason"]
+__all__ = ["fused_rmsprop", "prepare", "unsupported_reason"]
 
 # Real dtypes whose memory the kernel updates directly, and its dtype for them.
 _DIRECT = {torch.float32: np.float32, torch.float64: np.float64}
@@ -51,6 +51,12 @@ def unsupported_reason(device_type: str) -> str:
             "(and the Triton kernel CUDA tensors)"
         )
     return ""
+
+
+def prepare() -> None:
+    """Starts loading the kernel in the background: a new worker's first step then finds
+    it loaded, or waits only for the rest."""
+    kernel.warm_up_in_background()
 
 
 def fused_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:

@@ -41,7 +41,11 @@ from rmsprop.torch._fused.settings import DEFAULT_LAUNCH, LaunchSettings
 from rmsprop.torch._reference import reference_step
 from rmsprop.torch._step import Hyper, StepTensors, mark_written
 
-__all__ = ["fused_rmsprop", "unsupported_reason"]
+__all__ = ["fused_rmsprop", "prepare", "unsupported_reason"]
+
+
+def prepare() -> None:
+    """Nothing to load ahead: Triton compiles each variant on its first launch."""
 
 
 # Parameter, gradient and state dtypes the kernel reads and writes (complex64 as float32 pairs).
