@@ -23,21 +23,8 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
-from rmsprop import Config
-from rmsprop._lowering import coefficients
-from rmsprop.benchmark import DQN_NATURE
+from rmsprop.benchmark.cpu import DQN_NATURE, address_table
 from rmsprop.kernels import numba_cpu as kernel
-
-
-def table_of(numels: list[int]) -> tuple[kernel.Table, list[np.ndarray]]:
-    """A plain-rule table over fresh float32 arrays (kept alive by the returned list)."""
-    rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal(n).astype(np.float32) for n in numels for _ in range(3)]
-    table = kernel.Table(np.float32, numels)
-    for row in range(3):
-        table.addresses[row] = [a.ctypes.data for a in arrays[row::3]]
-    table.set_coefficients(coefficients(Config(lr=1e-3), 1))
-    return table, arrays
 
 
 def median_ms(step: Callable[[], object], steps: int) -> float:
@@ -56,8 +43,8 @@ def main() -> None:
     args = parser.parse_args()
 
     numels = [int(np.prod(shape)) for shape in DQN_NATURE]
-    table, _keep = table_of(numels)
-    tiny, _keep_tiny = table_of([64, 64])
+    table, _keep = address_table(numels)
+    tiny, _keep_tiny = address_table([64, 64])
     shares = table.shares(2)
 
     @numba.njit(parallel=True, nogil=True)

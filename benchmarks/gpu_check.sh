@@ -16,7 +16,8 @@
 # Usage:  bash benchmarks/gpu_check.sh [PART ...]      (default: all five, in that order)
 # Each part writes PART.log (and bench, sweep, compile a PART.json of rows) to $OUT,
 # or to ./gpu-check where OUT is unset, and summary.txt says how each part ended
-# (124: stopped at its time limit). Runs from a checkout: rmsprop need not be installed.
+# (124: stopped at its time limit). Runs from a checkout: rmsprop need not be installed
+# (the timings are `python -m rmsprop bench --device cuda`, with src/ on PYTHONPATH).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-check}
@@ -25,7 +26,8 @@ python=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # JAX would take most of the GPU when its backend starts, in each test process too.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-bench=(benchmarks/gpu_step.py --steps 30 --warmup 3 --print-each)
+# rmsprop bench --device cuda, its tables as Markdown in the logs, each as its comparison ends.
+bench=("$python" -m rmsprop bench --device cuda --steps 30 --warmup 3 --print-each --markdown)
 
 launch=()  # the fastest settings of a sweep in $out, else the kernel's own
 workers=()  # the tests compile dozens of kernel variants: in parallel where pytest-xdist is,
@@ -65,14 +67,14 @@ for part in "${parts[@]}"; do
     case $part in
         tests) JAX_PLATFORMS=cpu run_part tests 120 "$python" -m pytest tests -m gpu \
             -p no:cacheprovider -q -rfEs --durations=15 "${workers[@]}" ;;
-        sweep) run_part sweep 80 "$python" "${bench[@]}" --sweep --shapes gpt-1.3b \
-            --dtypes float32 bfloat16 --variants plain centered+momentum --json "$out/sweep.json" ;;
-        bench) run_part bench 150 "$python" "${bench[@]}" --no-compile "${launch[@]}" \
-            --json "$out/bench.json" ;;
+        sweep) run_part sweep 80 "${bench[@]}" --sweep --shape gpt-1.3b --dtype float32 \
+            --dtype bfloat16 --variant plain --variant centered+momentum --out "$out/sweep.json" ;;
+        bench) run_part bench 150 "${bench[@]}" --size all "${launch[@]}" \
+            --out "$out/bench.json" ;;
         host) run_part host 45 "$python" benchmarks/gpu_host.py --profile ;;
-        compile) run_part compile 150 "$python" "${bench[@]}" "${launch[@]}" --dtypes float32 \
-            --shapes gpt2-124m --implementations "rmsprop fused" "torch foreach" \
-            torch.compile --json "$out/compile.json" ;;
+        compile) run_part compile 150 "${bench[@]}" "${launch[@]}" --dtype float32 \
+            --shape gpt2-124m --implementation "rmsprop fused" --implementation "torch foreach" \
+            --implementation torch.compile --out "$out/compile.json" ;;
     esac
 done
 cat "$out/summary.txt"

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from rmsprop.benchmark import _common, cuda
+from rmsprop import benchmark
+from rmsprop.benchmark import cuda
 from rmsprop.kernels import triton as kernel
-from rmsprop.torch import _fused
 
 VARIANTS = ["plain", "momentum", "centered+momentum"]
 # The DQN-sized model, and GPT-2's 148 tensors shrunk to 2 elements each: the host's cost at
@@ -65,8 +65,10 @@ def main() -> None:
         help="only the fused step with its launch stubbed, on CPU tensors (TRITON_INTERPRET=1)",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.cpu and _fused.why_not_on("cpu"):
-        sys.exit(f"benchmarks/gpu_host.py --cpu: {_fused.why_not_on('cpu')}")
+    # The kernel registry's answer, as the optimizer gets it.
+    why_not = benchmark.unavailable("rmsprop fused", "cpu") if args.cpu else ""
+    if why_not:
+        sys.exit(f"benchmarks/gpu_host.py --cpu: {why_not}")
     if not args.cpu and not torch.cuda.is_available():
         sys.exit(
             "benchmarks/gpu_host.py times the host's side of CUDA steps and needs a CUDA GPU, "
@@ -81,19 +83,19 @@ def main() -> None:
         for variant in VARIANTS:
             cells = ["—"] * (3 - len(names))
             for name in names:
-                [params] = _common.parameter_sets(shape, torch.float32, 1, device)
+                [params] = benchmark.parameter_sets(shape, torch.float32, 1, device)
                 implementation = "rmsprop fused" if name == "stubbed" else name
-                step = _common.torch_step(implementation, params, cuda.VARIANTS[variant].options)
+                step = benchmark.torch_step(implementation, params, cuda.VARIANTS[variant].options)
                 with _kernel_stubbed() if name == "stubbed" else contextlib.nullcontext():
                     step()  # state, and the plan, built outside the timing
                     wait()
-                    timing = _common.time_host([step], args.steps, warmup=20)
+                    timing = benchmark.time_host([step], args.steps, warmup=20)
                 wait()
                 cells.append(f"{timing['median_ms'] * 1e3:.1f}")
             print(f"| {model} | {variant} | " + " | ".join(cells) + " |")
     if args.profile:
-        [params] = _common.parameter_sets(SHAPES["dqn-1m"], torch.float32, 1, device)
-        step = _common.torch_step("rmsprop fused", params, cuda.VARIANTS["momentum"].options)
+        [params] = benchmark.parameter_sets(SHAPES["dqn-1m"], torch.float32, 1, device)
+        step = benchmark.torch_step("rmsprop fused", params, cuda.VARIANTS["momentum"].options)
         with _kernel_stubbed() if args.cpu else contextlib.nullcontext():
             step()
             profile = cProfile.Profile()

@@ -4,7 +4,7 @@ Usage:
     python benchmarks/gpu_report.py gpu-check/sweep.json gpu-check/bench.json gpu-check/compile.json
     python benchmarks/gpu_report.py --write BENCHMARKS.md gpu-check/*.json
 
-Reads what ``benchmarks/gpu_step.py --json`` wrote (benchmarks/gpu_check.sh
+Reads what ``rmsprop bench --device cuda --out FILE`` saved (benchmarks/gpu_check.sh
 writes these three), needs no GPU, and prints Markdown: each run's card, date,
 versions and launch settings, the sweep's table, each run's tables, and the
 fused kernel's targets judged on all the runs' rows together (each speed-up
@@ -21,11 +21,11 @@ import pathlib
 import sys
 from typing import Any
 
-from rmsprop.benchmark import _common, cuda
+from rmsprop.benchmark import cuda
 
 
 def report(runs: dict[str, dict[str, Any]]) -> str:
-    """The Markdown for ``runs``: file name -> what gpu_step.py --json wrote."""
+    """The Markdown for ``runs``: file name -> what ``rmsprop bench --out`` saved."""
     results, targets = sections(runs)
     return f"{results}\n### Targets\n\n{targets}"
 
@@ -39,11 +39,9 @@ def sections(runs: dict[str, dict[str, Any]]) -> tuple[str, str]:
         out.append(f"### {pathlib.Path(name).stem}\n\n{about.rstrip('; ')}")
         rows = run["rows"]
         if rows and "block" in rows[0]:
-            lines = _common.markdown_header(cuda.SWEEP_COLUMNS)
-            lines += [_common.markdown_row(cuda.SWEEP_COLUMNS, row) for row in rows]
             fastest = "BLOCK={}, NUM_WARPS={}".format(*cuda.best_launch(rows))
             out.append(f"\n**{rows[0]['shape']}** launch settings (fastest: {fastest})\n")
-            out.append("\n".join(lines))
+            out.append(cuda.sweep_markdown(rows))
         else:
             out.append(cuda.markdown(rows))
             compared += rows
@@ -70,7 +68,9 @@ def write(path: str, runs: dict[str, dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="+", help="JSON files of benchmarks/gpu_step.py --json")
+    parser.add_argument(
+        "files", nargs="+", help="JSON files of rmsprop bench --device cuda --out FILE"
+    )
     parser.add_argument("--write", metavar="MARKDOWN", help="fill this file's marked sections")
     args = parser.parse_args()
     runs = {}
@@ -83,7 +83,7 @@ def main() -> None:
     try:
         text = report(runs)
     except (KeyError, TypeError, ValueError) as error:
-        sys.exit(f"these files are not what benchmarks/gpu_step.py --json writes: {error!r}")
+        sys.exit(f"these files are not what rmsprop bench --device cuda --out saves: {error!r}")
     if not args.write:
         print(text)
         return

@@ -1,7 +1,7 @@
 """One RMSprop step by hand and by the library: the textbook example.
 
-    E[g²] = ρ·E[g²] + (1 - ρ)·g²
-    θ     = θ - η·g / sqrt(E[g²] + ε)        with η = 0.01, ρ = 0.9, ε = 1e-8
+E[g²] = ρ·E[g²] + (1 - ρ)·g²
+θ     = θ - η·g / sqrt(E[g²] + ε)        with η = 0.01, ρ = 0.9, ε = 1e-8
 """
 
 import numpy as np

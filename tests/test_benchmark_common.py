@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import itertools
+import pathlib
 import sys
 
 import pytest
@@ -223,3 +225,30 @@ def test_optax_steps_are_independent_models_stepped_in_place():
         assert [p.dtype for p in step.params] == [jnp.bfloat16] * len(TINY)
         assert [p.shape for p in step.params] == TINY
     assert not np.array_equal(np.asarray(steps[0].params[0], dtype=np.float32), first)
+
+
+# The scripts in benchmarks/: the engine's and the kernels' public names only.
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
+def test_the_scripts_import_only_public_names(script):
+    tree = ast.parse((BENCHMARKS / script).read_text())
+    taken = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rmsprop"):
+            taken += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            taken += [alias.name for alias in node.names if alias.name.startswith("rmsprop")]
+    assert taken, f"{script} times nothing of ours"
+    private = [name for name in taken if any(part.startswith("_") for part in name.split("."))]
+    assert private == []
+
+
+def test_the_scripts_names_are_the_engine_s():
+    import rmsprop.benchmark
+
+    for name in ("available", "unavailable", "parameter_sets", "torch_step", "time_host"):
+        assert name in rmsprop.benchmark.__all__
+        assert getattr(rmsprop.benchmark, name) is getattr(_common, name)

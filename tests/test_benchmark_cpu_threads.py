@@ -26,3 +26,20 @@ def test_the_script_prints_every_row():
         "two threads, numba prange",
     ]
     assert all(float(row.split("|")[2]) > 0 for row in rows)
+
+
+def test_address_table_points_at_its_arrays():
+    import numpy as np
+
+    from rmsprop.benchmark.cpu import address_table
+
+    table, arrays = address_table([5, 3])
+    assert table.numels == [5, 3] and len(arrays) == 6
+    assert all(a.dtype == np.float32 for a in arrays)
+    # Rows 0, 1, 2: each tensor's θ, g, v; no m or b for the plain rule.
+    assert table.addresses[:3].tolist() == [
+        [arrays[0].ctypes.data, arrays[3].ctypes.data],
+        [arrays[1].ctypes.data, arrays[4].ctypes.data],
+        [arrays[2].ctypes.data, arrays[5].ctypes.data],
+    ]
+    assert not table.addresses[3:].any() and table.coefficients.any()

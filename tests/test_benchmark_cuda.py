@@ -1,9 +1,10 @@
 """The CUDA step benchmark: its tables, plan, rows and step builders without a GPU; the
-timing itself under the ``gpu`` marker; and benchmarks/gpu_step.py, its script."""
+timing itself under the ``gpu`` marker; and the scripts around it, benchmarks/gpu_report.py
+and benchmarks/gpu_check.sh (its command line, ``rmsprop bench --device cuda``, is tested in
+tests/cli/test_bench_command.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -17,7 +18,6 @@ import pytest
 from rmsprop.benchmark import _common, cuda
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "gpu_step.py"
 CHECK = ROOT / "benchmarks" / "gpu_check.sh"
 TINY = [(64, 3), (5,)]
 
@@ -192,6 +192,9 @@ def test_sweep_rows_as_markdown():
     line = _common.markdown_row(cuda.SWEEP_COLUMNS, row)
     assert line == "| bfloat16 | momentum | 4096 | 8 | 0.010 | 1.44 | 72% |"
     assert (4096, 8) in cuda.LAUNCH_SETTINGS
+    assert cuda.sweep_markdown([row, row]).splitlines() == [
+        *_common.markdown_header(cuda.SWEEP_COLUMNS), line, line,
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["rmsprop foreach", "torch foreach", "torch for-loop"])
@@ -346,6 +349,8 @@ def test_launch_settings_are_arguments_and_are_checked():
     for block, warps in [(3000, 8), (4096, 0), (0, 4), (4096, 6)]:
         with pytest.raises(ValueError, match="powers of two"):
             cuda.launch_settings(block, warps)
+        with pytest.raises(ValueError, match=f"powers of two, got {block} and {warps}$"):
+            cuda.check_launch(block, warps)
         with pytest.raises(ValueError, match="must be a power of two"):
             LaunchSettings(block, warps)
 
@@ -371,75 +376,7 @@ def test_environment_names_the_card_date_and_versions():
     assert about["launch"].startswith("BLOCK=") and ", NUM_WARPS=" in about["launch"]
 
 
-# The script.
-
-
-def run_script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False
-    )
-
-
-def test_script_keeps_its_flags():
-    out = run_script("--help")
-    assert out.returncode == 0, out.stderr
-    for flag in ("--shapes", "--dtypes", "--variants", "--implementations", "--steps",
-                 "--warmup", "--no-compile", "--compile-max", "--sweep", "--launch",
-                 "--launch-from", "--print-each", "--json"):  # fmt: skip
-        assert flag in out.stdout
-    assert "gpt2-124m" in out.stdout and "bfloat16" in out.stdout
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--launch", "3000", "8"], "powers of two, got 3000 and 8"),
-        (["--launch-from", "no-such-sweep.json"], "No such file"),
-        (["--launch", "4096", "8", "--launch-from", "x.json"], "not allowed with argument"),
-    ],
-)
-def test_script_refuses_launch_settings_it_cannot_use(args, message):
-    out = run_script(*args)
-    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
-
-
-def test_script_saves_every_comparison_as_it_ends(tmp_path, monkeypatch, capsys):
-    """A run stopped partway (its time limit, say) leaves the rows it measured."""
-    torch = pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("gpu_step", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    about = {"card": "Fake", "date": "2026-01-02", "versions": "v", "launch": "l"}
-    monkeypatch.setattr(cuda, "environment", lambda launch=None: about)
-    groups = [synthetic_rows()[:1], synthetic_rows()[1:]]
-
-    def run_cuda(*args, each_group, **kwargs):
-        for group in groups:
-            each_group(group)
-        raise KeyboardInterrupt  # killed before the run's end
-
-    monkeypatch.setattr(cuda, "run_cuda", run_cuda)
-    out = tmp_path / "rows.json"
-    monkeypatch.setattr(sys, "argv", ["gpu_step.py", "--no-compile", "--json", str(out)])
-    with pytest.raises(KeyboardInterrupt):
-        script.main()
-    saved = json.loads(out.read_text())
-    assert saved == {**about, "rows": groups[0] + groups[1]}
-    assert [p.name for p in tmp_path.iterdir()] == ["rows.json"]
-
-
-def test_script_rejects_an_unknown_shape():
-    out = run_script("--shapes", "gpt-175b")
-    assert out.returncode == 2 and "invalid choice: 'gpt-175b'" in out.stderr
-
-
-@pytest.mark.skipif(has_cuda(), reason="the message under test is for machines without a GPU")
-def test_script_without_cuda_is_one_clear_line():
-    pytest.importorskip("torch")
-    out = run_script("--shapes", "dqn-1m", "--no-compile")
-    assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert "needs a CUDA GPU" in out.stderr and "benchmarks/cpu_step.py" in out.stderr
+# The scripts.
 
 
 def test_gpu_report_renders_a_session_s_files(tmp_path):
@@ -500,7 +437,17 @@ def test_gpu_report_renders_a_session_s_files(tmp_path):
         [sys.executable, str(ROOT / "benchmarks" / "gpu_report.py"), str(files[1])],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert out.returncode == 1 and "not what benchmarks/gpu_step.py --json writes" in out.stderr
+    assert out.returncode == 1 and "not what rmsprop bench --device cuda --out saves" in out.stderr
+
+
+# What each part says where torch sees no GPU: it got past its arguments.
+BENCH_NO_GPU = "rmsprop bench: error: --device cuda, but torch sees no CUDA device here"
+NO_GPU = {
+    "sweep": BENCH_NO_GPU,
+    "bench": BENCH_NO_GPU,
+    "compile": BENCH_NO_GPU,
+    "host": "benchmarks/gpu_host.py times the host's side of CUDA steps and needs a CUDA GPU",
+}
 
 
 def run_check(*parts: str, out: pathlib.Path) -> subprocess.CompletedProcess[str]:
@@ -534,7 +481,10 @@ def test_gpu_check_parts_pass_flags_the_benchmark_takes(tmp_path):
     assert not sweep.exists()  # this sweep failed, and the earlier one is gone
     for part in ("sweep", "bench", "host", "compile"):
         log = (tmp_path / f"{part}.log").read_text()
-        assert "needs a CUDA GPU" in log and "--launch-from" not in log, log
+        assert NO_GPU[part] in log and "--launch-from" not in log, log
+        assert "Traceback" not in log and "error: argument" not in log, log
+        if part != "host":  # the timings are the one command line's, from the checkout
+            assert " -m rmsprop bench --device cuda " in log.splitlines()[0]
     sweep.write_text(stale)  # as a sweep of this run would have left it
     assert run_check("bench", "compile", out=tmp_path).returncode == 0
     summary = (tmp_path / "summary.txt").read_text().splitlines()
@@ -549,7 +499,7 @@ def test_gpu_check_ignores_a_sweep_that_names_no_setting(tmp_path):
     (tmp_path / "sweep.json").write_text(json.dumps({"rows": []}))
     assert run_check("bench", out=tmp_path).returncode == 0
     log = (tmp_path / "bench.log").read_text()
-    assert "--launch-from" not in log and "needs a CUDA GPU" in log  # its flags parsed
+    assert "--launch-from" not in log and NO_GPU["bench"] in log  # its flags parsed
 
 
 # On a GPU.
@@ -581,12 +531,13 @@ def test_run_cuda_times_every_comparison(tiny_model):
 @gpu
 @needs_cuda
 def test_sweep_times_each_launch_setting(tiny_model):
-    seen = []
+    seen, timing = [], []
     rows = cuda.sweep_cuda(
         tiny_model, ["float32"], ["plain"], steps=3, warmup=1,
-        settings=[(1024, 4), (8192, 16)], on_row=seen.append,
+        settings=[(1024, 4), (8192, 16)], on_row=seen.append, progress=timing.append,
     )  # fmt: skip
     assert [(r["block"], r["warps"]) for r in rows] == [(1024, 4), (8192, 16)] and seen == rows
+    assert timing[1] == "tiny · float32 · plain · BLOCK=8192, NUM_WARPS=16"
 
 
 @gpu

@@ -58,9 +58,33 @@ def test_round_trips_through_its_fields(desc, config):
     assert eval(repr(config), {"Config": Config}) == config
 
 
-def test_boundary_values_are_allowed():
-    Config(lr=0.0, decay=0.0, eps=0.0, momentum=1.0, weight_decay=0.0)
-    Config(decay=1.0)
+# Each numeric field's inclusive bounds, and a value just beyond each.
+BOUNDARIES = [
+    ("lr", 0.0, -1e-300),
+    ("decay", 0.0, -1e-300),
+    ("decay", 1.0, 1.0 + 2**-52),
+    ("eps", 0.0, -1e-300),
+    ("initial_square_avg", 0.0, -1e-300),
+    ("momentum", 0.0, -1e-300),
+    ("momentum", 1.0, 1.0 + 2**-52),
+    ("weight_decay", 0.0, -1e-300),
+]
+
+
+@pytest.mark.parametrize(("field", "bound", "beyond"), BOUNDARIES)
+def test_boundary_values_are_allowed_and_kept_and_the_next_ones_refused(field, bound, beyond):
+    config = Config(**{field: bound})
+    assert getattr(config, field) == bound and type(getattr(config, field)) is float
+    with pytest.raises(ValueError, match=rf"Config\.{field} = .* is out of range"):
+        Config(**{field: beyond})
+
+
+def test_boundary_values_are_allowed_together():
+    config = Config(lr=0.0, decay=0.0, eps=0.0, momentum=1.0, weight_decay=0.0)
+    assert (config.lr, config.decay, config.eps, config.momentum, config.weight_decay) == (
+        0.0, 0.0, 0.0, 1.0, 0.0,
+    )  # fmt: skip
+    assert Config(decay=1.0).decay == 1.0
 
 
 def test_import_rmsprop_imports_no_framework():

@@ -1,39 +1,50 @@
-"""The fused CPU kernel through the NumPy backend, against the reference."""
+"""The fused CPU kernel through the NumPy backend: sizes, threads, layouts, refusals.
+
+Every rule against the float64 oracle, under a changing lr: tests/test_oracle.py
+(its numpy-fused rows)."""
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tables import TOLERANCES, config_kwargs, flavor_cases, random_configs
+from tables import TOLERANCES, config_kwargs, learning_rate_at
 
 import rmsprop.numpy as rnp
 from rmsprop import Config, flavor
 
 pytest.importorskip("numba", reason="the fused CPU kernel needs the fast extra (numba)")
-from rmsprop import _fused_cpu
+from rmsprop.kernels import numba_cpu as _fused_cpu
 
-CASES = list(flavor_cases()) + list(random_configs(10))
 # Below, at and beyond the chunk, and big enough to be split over threads.
 SIZES = [0, 1, 33, _fused_cpu.CHUNK + 3, 5 * _fused_cpu.CHUNK + 1]
+# A plain rule and rich ones (every rule, at the oracle's small sizes: tests/test_oracle.py).
+RULES = {
+    "plain": flavor("pytorch"),
+    "centered-momentum": flavor("pytorch", momentum=0.9, centered=True, weight_decay=0.1),
+    "tf-nesterov": flavor("tensorflow", momentum=0.9, nesterov=True, bias_correction=True),
+    "keras-lr-in-momentum": flavor("keras", momentum=0.5, weight_decay=0.1, maximize=True),
+}
 
 
-def trajectories(config, dtype, steps=20, seed=0):
+def trajectories(config, dtype, steps=5, seed=0):
     rng = np.random.default_rng(seed)
     start = [rng.standard_normal(n).astype(dtype) for n in SIZES]
     grads = [[rng.standard_normal(n).astype(dtype) for n in SIZES] for _ in range(steps)]
     fused, reference = [p.copy() for p in start], [p.astype(np.float64) for p in start]
     opt = rnp.RMSprop(fused, config, fused=True)
     state = rnp.init(reference, config)
-    for step_grads in grads:
+    for step, step_grads in enumerate(grads):
+        scheduled = config.replace(lr=learning_rate_at(config, step))
+        opt.config = scheduled
         opt.step(step_grads)
         wide = [g.astype(np.float64) for g in step_grads]
-        reference, state = rnp.update(reference, wide, state, config)
+        reference, state = rnp.update(reference, wide, state, scheduled)
     return fused, reference
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize(("desc", "config"), CASES, ids=[d for d, _ in CASES])
-def test_fused_matches_the_float64_oracle(desc, config, dtype, monkeypatch):
+@pytest.mark.parametrize("config", RULES.values(), ids=list(RULES))
+def test_chunk_edges_and_thread_shares_match_the_reference(config, dtype, monkeypatch):
     monkeypatch.setenv("RMSPROP_NUM_THREADS", "2")
     monkeypatch.setattr(_fused_cpu, "SERIAL_BELOW", 4 * _fused_cpu.CHUNK)  # split over threads
     fused, reference = trajectories(config, np.dtype(dtype))
@@ -85,7 +96,7 @@ def test_none_gradients_and_bad_calls(monkeypatch):
 
 
 def test_coefficients_fold_the_rule():
-    from rmsprop._fused_cpu import coefficients
+    from rmsprop._lowering import coefficients
 
     c = coefficients(Config(lr=0.1, eps=1e-3, eps_in_sqrt=True), step=1)
     assert (c.eps_in, c.eps_out, c.lr_out, c.nest_u, c.nest_b) == (1e-3, 0.0, 0.1, 0.0, 1.0)

@@ -124,9 +124,7 @@ _FLAVOR_LIST = (
     ),
     Flavor(
         "dopamine",
-        Config(
-            lr=2.5e-4, decay=0.95, eps=1e-5, initial_square_avg=1.0, centered=True, **_TF_STYLE
-        ),
+        Config(lr=2.5e-4, decay=0.95, eps=1e-5, initial_square_avg=1.0, centered=True, **_TF_STYLE),
         "Dopamine's Nature DQN: TF1 tf.train.RMSPropOptimizer as dqn_nature.gin sets it",
         "google/dopamine dopamine/agents/dqn/configs/dqn_nature.gin (learning_rate 0.00025, "
         "decay 0.95, momentum 0.0, epsilon 0.00001, centered True) on TF1's ApplyCenteredRMSProp",

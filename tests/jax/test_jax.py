@@ -1,6 +1,9 @@
-"""Tests of `rmsprop.jax`: parity with `optax.rmsprop`, every flavor against the
-NumPy oracle, and the contracts an optax transformation must keep (jit,
-inject_hyperparams, chain, multi_transform, MultiSteps, dtypes, sharding)."""
+"""Tests of `rmsprop.jax`: parity with `optax.rmsprop`, how a flavor and explicit
+arguments combine, and the contracts an optax transformation must keep (jit,
+inject_hyperparams, chain, multi_transform, MultiSteps, dtypes, sharding).
+
+Every flavor against the NumPy oracle, eagerly and jitted, in every dtype and
+with complex parameters: tests/test_oracle.py (its jax-eager and jax-jit rows)."""
 
 from __future__ import annotations
 
@@ -11,11 +14,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from tables import TOLERANCES
 
 jax = pytest.importorskip("jax", reason="rmsprop.jax needs jax (pip install rmsprop[jax])")
 optax = pytest.importorskip("optax", reason="rmsprop.jax needs optax (pip install rmsprop[jax])")
@@ -29,25 +33,18 @@ from rmsprop.jax import rmsprop as jax_rmsprop  # noqa: E402
 
 # How far a run may end from its reference: max |actual - expected| over an
 # array, divided by max |expected| of that array (so a coordinate that passes
-# near 0 is not held to relative precision it never had). Each bound allows a
-# few roundings per update; the worst errors seen are in the comments.
+# near 0 is not held to relative precision it never had).
 TOLERANCE = {
     # Against optax.rmsprop, 100 updates. Both compute the same operations in
     # the same order, but XLA on CPU fuses a*b + c into one FMA, in different
     # places in the two graphs (worst seen: 2.5 ε in float32, 3 ε in float64).
     ("optax", "float32"): 100 * 4 * float(np.finfo(np.float32).eps),  # 4.8e-5
     ("optax", "float64"): 1e-12,
-    # Against the NumPy float64 oracle, 50 updates, from inputs rounded to the
-    # dtype under test (worst seen: float64 2e-15, float32 5.5e-7, bfloat16
-    # 3.3e-7: the oracle, too, rounds each update to bfloat16 and adds it in
-    # bfloat16, as apply_updates does, so what remains is float32 math).
-    ("oracle", "float64"): 1e-12,
-    ("oracle", "float32"): 50 * 4 * float(np.finfo(np.float32).eps),  # 2.4e-5
-    ("oracle", "bfloat16"): 1e-4,
+    # Against the float64 NumPy oracle, in float64: the one table's.
+    ("oracle", "float64"): TOLERANCES["float64"]["rtol"],
 }
 
 PARITY_STEPS = 100
-ORACLE_STEPS = 50
 CHUNK = 16  # optimizers compiled together: one compilation is cheaper than many
 
 
@@ -96,11 +93,6 @@ def to_jax(tree: Any, dtype: Any) -> Any:
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), tree)
 
 
-def rounded(tree: Any, dtype: Any) -> Any:
-    """The float64 values of ``tree`` rounded to ``dtype`` (what the JAX run starts from)."""
-    return jax.tree.map(lambda x: np.asarray(np.asarray(x, jnp.dtype(dtype)), np.float64), tree)
-
-
 def run_many(optimizers: list[Any], params: Any, grads: Any) -> list[tuple[Any, Any]]:
     """Final ``(params, state)`` of each optimizer over the gradient sequence.
 
@@ -132,27 +124,12 @@ def relative_error(actual: Any, expected: Any) -> float:
     )
 
 
-def oracle_run(
-    config: rmsprop.Config, params: dict, grads: dict, round_to: Any = None
-) -> tuple[dict, dict]:
-    """The NumPy float64 reference over the gradient sequence: ``(params, state)``.
-
-    With ``round_to``, each update is rounded to that dtype and added in it,
-    as `optax.apply_updates` does for parameters of that dtype.
-    """
+def oracle_run(config: rmsprop.Config, params: dict, grads: dict) -> tuple[dict, dict]:
+    """The NumPy float64 reference over the gradient sequence: ``(params, state)``."""
     state = rnp.init(params, config)
     for t in range(len(next(iter(grads.values())))):
-        new, state = rnp.update(params, {k: g[t] for k, g in grads.items()}, state, config)
-        if round_to is not None:
-            new = {k: apply_in(round_to, params[k], new[k] - params[k]) for k in new}
-        params = new
+        params, state = rnp.update(params, {k: g[t] for k, g in grads.items()}, state, config)
     return params, state
-
-
-def apply_in(dtype: Any, param: np.ndarray, update: np.ndarray) -> np.ndarray:
-    """``param + update`` with the update and the sum rounded to ``dtype``."""
-    update = np.asarray(np.asarray(update, dtype), np.float64)
-    return np.asarray(np.asarray(param + update, dtype), np.float64)
 
 
 def state_errors(state: RMSpropState, expected: dict) -> dict[str, float]:
@@ -279,103 +256,6 @@ def test_defaults_are_the_optax_flavor() -> None:
     expected, _ = oracle_run(config, params, grads)
     for name in p:
         assert relative_error(p[name], expected[name]) <= TOLERANCE["oracle", "float64"]
-
-
-# -- every flavor against the NumPy oracle ----------------------------------------
-
-# Config fields changed on top of each flavor; a function gets the flavor's Config.
-VARIANTS: dict[str, dict[str, Any] | Callable[[rmsprop.Config], dict[str, Any]]] = {
-    "as-is": {},
-    "momentum": {"momentum": 0.9},
-    "nesterov": {"momentum": 0.9, "nesterov": True},
-    "other-lr-in-momentum": lambda c: {"momentum": 0.5, "lr_in_momentum": not c.lr_in_momentum},
-    "l2": {"weight_decay": 0.1, "decoupled_weight_decay": False},
-    "decoupled": {"weight_decay": 0.1, "decoupled_weight_decay": True},
-    "maximize": {"maximize": True},
-    "centered": {"centered": True},
-    # v starting at 1 keeps the first v̂ - m̂² away from 0 (see the optax parity test).
-    "centered-bias": {"centered": True, "bias_correction": True, "initial_square_avg": 1.0},
-}
-BFLOAT16_VARIANTS = ("as-is", "momentum", "l2", "decoupled")
-
-
-def flavor_cases(variants: tuple[str, ...]) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(flavor, variant, overrides)`` for each distinct Config (some flavors coincide)."""
-    cases, seen = [], set()
-    for name, preset in rmsprop.FLAVORS.items():
-        for variant in variants:
-            change = VARIANTS[variant]
-            overrides = change(preset.config) if callable(change) else change
-            config = preset.config.replace(**overrides)
-            if config not in seen:
-                seen.add(config)
-                cases.append((name, variant, overrides))
-    return cases
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
-def test_every_flavor_matches_the_numpy_oracle(dtype: str) -> None:
-    cases = flavor_cases(BFLOAT16_VARIANTS if dtype == "bfloat16" else tuple(VARIANTS))
-    params, grads = (rounded(t, dtype) for t in random_problem(2, ORACLE_STEPS))
-    with precision(dtype):
-        optimizers = [jax_rmsprop(flavor=name, **optax_kwargs(o)) for name, _, o in cases]
-        results = run_many(optimizers, to_jax(params, dtype), to_jax(grads, dtype))
-    tolerance = TOLERANCE["oracle", dtype]
-    round_to = jnp.bfloat16 if dtype == "bfloat16" else None
-    failures = []
-    for (name, variant, overrides), (p, state) in zip(cases, results):
-        config = rmsprop.flavor(name, **overrides)
-        expected, expected_state = oracle_run(config, params, grads, round_to)
-        assert all(leaf.dtype == jnp.dtype(dtype) for leaf in jax.tree.leaves(p))
-        errors = {f"params[{k}]": relative_error(p[k], expected[k]) for k in p}
-        errors.update(state_errors(state, expected_state))
-        bad = {k: f"{e:.3g}" for k, e in errors.items() if not e <= tolerance}
-        if bad:
-            failures.append(f"{name} {variant}: {bad}")
-    assert not failures, f"tolerance {tolerance:.3g}:\n" + "\n".join(failures)
-
-
-# Each complex number as a (real, imaginary) pair on a trailing axis.
-PAIR_SHAPES = {"w": (3, 4, 2)}
-
-
-def as_complex(pairs: Any) -> np.ndarray:
-    pairs = np.asarray(pairs, np.float64)
-    return pairs[..., 0] + 1j * pairs[..., 1]
-
-
-@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
-def test_complex_parameters_are_pairs_of_independent_reals(dtype: str) -> None:
-    # The oracle gets each complex number as two reals; this holds every
-    # flavor, v starting at 1 included, to the documented rule.
-    real = "float32" if dtype == "complex64" else "float64"
-    problem = random_problem(3, ORACLE_STEPS, shapes=PAIR_SHAPES)
-    pairs, pair_grads = (rounded(t, real) for t in problem)
-    params, grads = (jax.tree.map(as_complex, t) for t in (pairs, pair_grads))
-    cases = flavor_cases(("as-is", "nesterov"))
-    with precision(dtype):
-        optimizers = [jax_rmsprop(flavor=name, **optax_kwargs(o)) for name, _, o in cases]
-        results = run_many(optimizers, to_jax(params, dtype), to_jax(grads, dtype))
-    for (name, variant, overrides), (p, _) in zip(cases, results):
-        expected, _ = oracle_run(rmsprop.flavor(name, **overrides), pairs, pair_grads)
-        for k in p:
-            assert p[k].dtype == jnp.dtype(dtype)
-            error = relative_error(p[k], as_complex(expected[k]))
-            assert error <= TOLERANCE["oracle", real], (name, variant, k, error)
-
-
-def test_complex_parameters_match_the_numpy_oracle_given_complex_arrays() -> None:
-    # Where v starts at 0, the NumPy reference given complex arrays agrees too.
-    problem = random_problem(4, ORACLE_STEPS, shapes=PAIR_SHAPES)
-    params, grads = (jax.tree.map(as_complex, t) for t in problem)
-    overrides = dict(momentum=0.9, centered=True, weight_decay=0.1)
-    with precision("complex128"):
-        opt = jax_rmsprop(flavor="pytorch", **overrides)
-        [(p, state)] = run_many([opt], to_jax(params, "complex128"), to_jax(grads, "complex128"))
-    expected, expected_state = oracle_run(rmsprop.flavor("pytorch", **overrides), params, grads)
-    for k in p:
-        assert relative_error(p[k], expected[k]) <= TOLERANCE["oracle", "float64"]
-    assert max(state_errors(state, expected_state).values()) <= TOLERANCE["oracle", "float64"]
 
 
 # -- how flavor and explicit arguments combine ------------------------------------

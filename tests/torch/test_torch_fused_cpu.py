@@ -10,10 +10,17 @@ import pytest
 torch = pytest.importorskip("torch", reason="the torch backend needs the torch extra")
 pytest.importorskip("numba", reason="the fused CPU kernel needs the fast extra (numba)")
 
-from rmsprop import _fused_cpu  # noqa: E402
-from rmsprop.torch import RMSprop, _custom_op  # noqa: E402
-from rmsprop.torch._functional import release  # noqa: E402
-from rmsprop.torch._optimizer import _choose_path  # noqa: E402
+from rmsprop._versions import release  # noqa: E402
+from rmsprop.kernels import numba_cpu as _fused_cpu  # noqa: E402
+from rmsprop.torch import RMSprop, _fused  # noqa: E402
+from rmsprop.torch._fused import numba_cpu as torch_fused_cpu  # noqa: E402
+
+
+def _choose_path(group, params):
+    """(fused, foreach) as the optimizer chooses it for this group (the registry's answer)."""
+    options = {key: group[key] for key in ("fused", "foreach", "differentiable")}
+    return _fused.choose_path(params, **options)
+
 
 # Sizes around the chunk edge, and one big enough to be split over threads.
 SIZES = [1, _fused_cpu.CHUNK - 1, _fused_cpu.CHUNK + 1, 3 * _fused_cpu.CHUNK + 5, 300_007]
@@ -295,8 +302,6 @@ def test_a_bad_thread_count_is_refused_before_any_write(monkeypatch):
 
 
 def test_many_param_groups_keep_their_plans(monkeypatch):
-    from rmsprop.torch import _fused_cpu as torch_fused_cpu
-
     groups = [{"params": [torch.nn.Parameter(torch.ones(3))], "lr": 0.01 * k} for k in range(40)]
     opt = RMSprop(groups, fused=True)
     for group in groups:
@@ -311,8 +316,6 @@ def test_many_param_groups_keep_their_plans(monkeypatch):
 
 
 def test_dense_layouts_other_than_contiguous_take_the_kernel_gapped_ones_the_loop():
-    from rmsprop.torch import _fused_cpu as torch_fused_cpu
-
     def make():
         torch.manual_seed(0)
         weight = torch.randn(8, 3, 5, 5).to(memory_format=torch.channels_last)
@@ -353,8 +356,6 @@ def step_dtensors(mesh, placements, grad_placements, path, options, steps=3):
 @dtensors.needed
 @pytest.mark.parametrize("options", RULES, ids=["plain", "centered"])
 def test_fsdp2_dtensors_step_through_their_local_shards(options):
-    from rmsprop.torch import _fused_cpu as torch_fused_cpu
-
     placements = ["shard", "replicate", "shard"]
     plain, _ = step_dtensors(None, placements, placements, {"fused": True}, options)
     with dtensors.one_rank_mesh("cpu") as mesh:
@@ -382,8 +383,6 @@ PARTIAL_SUMS = pytest.mark.skipif(
     ids=["grad-laid-out-otherwise", "partial-grad"],
 )
 def test_dtensors_whose_shards_differ_take_the_single_tensor_path(grad_placement, monkeypatch):
-    from rmsprop.torch import _fused_cpu as torch_fused_cpu
-
     build = torch_fused_cpu._build_plan
 
     def addresses_only(tensors):  # a DTensor has no memory of its own: its address is 0
@@ -451,7 +450,7 @@ def test_a_step_the_fused_path_refuses_changes_nothing_even_its_subclass_tensors
 # ---- torch.compile -------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not _custom_op.ONE_OP, reason="torch < 2.5 can't functionalize the op")
+@pytest.mark.skipif(not _fused.ONE_OP, reason="torch < 2.5 can't functionalize the op")
 @pytest.mark.parametrize("options", RULES, ids=["plain", "centered"])
 def test_a_compiled_step_calls_the_kernel_as_one_op(options):
     import torch._dynamo
@@ -495,9 +494,9 @@ def test_a_compiled_step_calls_the_kernel_as_one_op(options):
 def test_a_compiled_step_moves_the_version_counters_of_dtensors_it_steps(one_op, monkeypatch):
     import torch._dynamo
 
-    if not _custom_op.ONE_OP:  # the fallback's own logic is checked here with torch >= 2.5
+    if not _fused.ONE_OP:  # the fallback's own logic is checked here with torch >= 2.5
         pytest.skip("torch < 2.5 can't functionalize the op, nor compile this DTensor step")
-    monkeypatch.setattr(_custom_op, "ONE_OP", one_op)
+    monkeypatch.setattr(_fused, "ONE_OP", one_op)
     torch._dynamo.reset()
     with dtensors.one_rank_mesh("cpu") as mesh:
         p = torch.nn.Parameter(dtensors.as_dtensor(torch.randn(4), mesh, "shard"))
@@ -553,7 +552,7 @@ def test_a_tensor_lr_under_a_scheduler_compiles_once():
 
 def test_where_the_op_cannot_be_compiled_a_step_runs_it_between_graphs(monkeypatch):
     # As with torch 2.4, whose functionalization refuses ops that mutate tensor lists.
-    monkeypatch.setattr(_custom_op, "ONE_OP", False)
+    monkeypatch.setattr(_fused, "ONE_OP", False)
     (eager, compiled), graphs, _ = eager_and_compiled(3)
     for a, b in zip(compiled, eager):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

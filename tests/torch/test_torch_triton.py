@@ -1,10 +1,12 @@
-"""The fused Triton kernel: every rule, dtype, layout and protocol, against the single-tensor path.
+"""The fused Triton kernel: dtypes, layouts and protocols, against the single-tensor path.
+
+Every rule against the float64 oracle: tests/test_oracle.py's torch-fused-triton rows.
 
 Triton decides at import whether kernels are compiled or interpreted
-(``TRITON_INTERPRET=1``), so without a GPU the suite runs in a pytest
-subprocess with that variable set (`test_the_suite_through_triton_s_interpreter`),
+(``TRITON_INTERPRET=1``), so without a GPU ci/test.sh runs this file (and the
+oracle's Triton rows) a second time, in a pytest run with that variable set,
 where the kernel runs on CPU tensors, address tables included. With a GPU the
-same tests run on CUDA in this process (marker ``gpu``), with the GPU-only ones
+same tests run on CUDA in the main run (marker ``gpu``), with the GPU-only ones
 (CUDA graphs, GradScaler on CUDA, torch.compile with inductor, a tensor over
 2³¹ elements).
 
@@ -17,31 +19,39 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import dtensors
 import pytest
-from tables import TOLERANCES, config_kwargs, flavor_cases, learning_rate_at, random_configs
+from tables import config_kwargs
 
 torch = pytest.importorskip("torch", reason="the torch backend needs the torch extra")
 triton = pytest.importorskip("triton", reason="the fused CUDA kernel needs the triton extra")
 tl = triton.language
 
-from rmsprop.torch import _triton as fused_triton  # noqa: E402
+from rmsprop.kernels import triton as kernel  # noqa: E402
 
-if not fused_triton.AVAILABLE:  # an older triton, pinned by an older torch
-    pytest.skip(fused_triton.WHY_UNAVAILABLE, allow_module_level=True)
+if not kernel.AVAILABLE:  # an older triton, pinned by an older torch
+    pytest.skip(kernel.WHY_UNAVAILABLE, allow_module_level=True)
 
-import rmsprop.numpy as rnp  # noqa: E402
 from rmsprop import Config  # noqa: E402
-from rmsprop.torch import RMSprop, rmsprop  # noqa: E402
-from rmsprop.torch._functional import fused_unsupported_reason  # noqa: E402
-from rmsprop.torch._optimizer import _choose_path  # noqa: E402
-from rmsprop.torch._triton import _float32_to_bfloat16  # noqa: E402
+from rmsprop.kernels.triton import float32_to_bfloat16  # noqa: E402
+from rmsprop.torch import (  # noqa: E402
+    RMSprop,
+    _fused,
+    rmsprop,
+)
+from rmsprop.torch._fused import triton as launcher  # noqa: E402
+from rmsprop.torch._fused.settings import DEFAULT_LAUNCH  # noqa: E402
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def choose_path(group, params):
+    """(fused, foreach) as the optimizer chooses it for this group (the registry's answer)."""
+    options = {key: group[key] for key in ("fused", "foreach", "differentiable")}
+    return _fused.choose_path(params, **options)
+
+
 CUDA = torch.cuda.is_available() and not INTERPRETING
 try:
     gpu = pytest.mark.gpu  # registered in pyproject.toml
@@ -52,7 +62,7 @@ needs_cuda = [gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")]
 DEVICES = ["cpu"] if INTERPRETING else [pytest.param("cuda", marks=needs_cuda)]
 interpreted_or_cuda = pytest.mark.parametrize("device", DEVICES)
 
-BLOCK = fused_triton.BLOCK
+BLOCK = DEFAULT_LAUNCH.block
 # Worst seen over every case below, interpreted: 9.5e-7 after 3 steps. The
 # loop's own kernels fuse some multiply-adds (and on the CPU its square root is
 # not correctly rounded), so the paths differ in the last float32 bits.
@@ -107,60 +117,6 @@ LOOP = {"fused": False, "foreach": False}
 def assert_close(got, want, **tolerance):
     for a, b in zip(got, want):
         torch.testing.assert_close(a.detach().cpu(), b.detach().cpu(), **tolerance)
-
-
-# ---- every rule -------------------------------------------------------------------------
-
-CASES = list(flavor_cases()) + list(random_configs(20))
-if not (INTERPRETING or CUDA):
-    CASES = CASES[:1]  # skipped here anyway: one placeholder keeps the skip list short
-
-
-@interpreted_or_cuda
-@pytest.mark.parametrize(("desc", "config"), CASES, ids=[d for d, _ in CASES])
-def test_every_rule_matches_the_single_tensor_path(device, desc, config):
-    results = []
-    for path in (FUSED, LOOP):
-        params = make_params(device, torch.float32)
-        opt = train(params, {**path, **config_kwargs(config)}, steps=3,
-                    schedule=lambda step: learning_rate_at(config, step))  # fmt: skip
-        results.append((params, opt))
-    (fused, fused_opt), (loop, loop_opt) = results
-    assert_close(fused, loop, **FLOAT32)
-    for a, b in zip(fused, loop):
-        for key, value in loop_opt.state[b].items():
-            got = fused_opt.state[a][key]
-            torch.testing.assert_close(got.cpu(), value.cpu().to(got.dtype), **FLOAT32)
-
-
-ORACLE_CASES = [(d, c) for d, c in CASES if d.endswith("-as-is") or d in ("random-1", "random-7")]
-
-
-@interpreted_or_cuda
-@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
-@pytest.mark.parametrize(("desc", "config"), ORACLE_CASES, ids=[d for d, _ in ORACLE_CASES])
-def test_many_steps_stay_within_the_float64_oracle_tolerances(device, dtype_name, desc, config):
-    dtype = getattr(torch, dtype_name)
-    params = make_params(device, dtype, extra=False)
-    initial = [p.detach().double().cpu().numpy() for p in params]
-    steps, gradients = 20, []
-    opt = RMSprop(params, fused=True, **config_kwargs(config))
-    for step in range(steps):
-        generator = torch.Generator().manual_seed(step)
-        grads = [draw(p.shape, dtype, generator) for p in params]
-        gradients.append([g.double().numpy() for g in grads])
-        for p, g in zip(params, grads):
-            p.grad = g.to(device)
-        opt.param_groups[0]["lr"] = learning_rate_at(config, step)
-        opt.step()
-    expected, state = list(initial), rnp.init(initial, config)
-    for step in range(steps):
-        lr_config = config.replace(lr=learning_rate_at(config, step))
-        expected, state = rnp.update(expected, gradients[step], state, lr_config)
-    for p, want in zip(params, expected):
-        got = p.detach().double().cpu()
-        want = torch.as_tensor(want, dtype=torch.float64)
-        torch.testing.assert_close(got, want, **TOLERANCES[dtype_name])
 
 
 # ---- precision ---------------------------------------------------------------------------
@@ -252,7 +208,7 @@ def _round_to_bfloat16_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):  # noqa: 
     offsets = tl.arange(0, BLOCK)
     mask = offsets < n
     x = tl.load(x_ptr + offsets, mask=mask)
-    tl.store(out_ptr + offsets, _float32_to_bfloat16(x, 0, False), mask=mask)
+    tl.store(out_ptr + offsets, float32_to_bfloat16(x, 0, False), mask=mask)
 
 
 @interpreted_or_cuda
@@ -297,7 +253,7 @@ def test_stochastic_rounding_keeps_updates_below_half_a_unit_on_average(device):
 
 
 def last_plan():
-    return next(reversed(fused_triton._plans.values()))
+    return next(reversed(launcher._plans.values()))
 
 
 @interpreted_or_cuda
@@ -424,11 +380,11 @@ def test_a_graph_plan_shares_the_warm_up_plans_block_tables(device, monkeypatch)
     # What a CUDA-graph capture does (checked on a GPU below): fresh tables for
     # the graph, sharing the eager plan's block tables and pinned copies.
     built = []
-    eager_plan_for = fused_triton._plan_for
+    eager_plan_for = launcher._plan_for
 
-    def plan_like_a_capture(*lists):
-        eager = eager_plan_for(*lists)
-        plan = fused_triton._build_plan(*lists, like=eager)
+    def plan_like_a_capture(tensors, settings):
+        eager = eager_plan_for(tensors, settings)
+        plan = launcher._build_plan(tensors, settings, like=eager)
         for old, new in zip(eager.launches, plan.launches, strict=True):
             assert new.blocks is old.blocks and new.host_blocks is old.host_blocks
             assert new.tables is not old.tables and new.tickets is not old.tickets
@@ -442,7 +398,7 @@ def test_a_graph_plan_shares_the_warm_up_plans_block_tables(device, monkeypatch)
         opt = RMSprop(params, momentum=0.9, centered=True, bias_correction=True, fused=True)
         for step in range(3):
             if capture and step == 1:
-                monkeypatch.setattr(fused_triton, "_plan_for", plan_like_a_capture)
+                monkeypatch.setattr(launcher, "_plan_for", plan_like_a_capture)
             generator = torch.Generator().manual_seed(step)
             for p in params:
                 p.grad = draw(p.shape, p.dtype, generator).to(device)
@@ -475,17 +431,17 @@ def test_zero_decay_with_bias_correction(device, centered):
 def test_integer_hyperparameters_reach_the_kernel_as_floats(device, monkeypatch):
     # Triton types each scalar argument by its Python type (and specializes an int 1):
     # a group's momentum=0 or lr=1 must not compile another kernel, or a wrong one.
-    kernel, calls = fused_triton._rmsprop_kernel, []
+    compiled, calls = kernel.rmsprop_kernel, []
 
     class Recording:
         def __getitem__(self, grid):
             def launch(*args, **switches):
                 calls.append(args)
-                return kernel[grid](*args, **switches)
+                return compiled[grid](*args, **switches)
 
             return launch
 
-    monkeypatch.setattr(fused_triton, "_rmsprop_kernel", Recording())
+    monkeypatch.setattr(kernel, "rmsprop_kernel", Recording())
     integers = {"lr": 1, "alpha": 0, "eps": 1, "momentum": 0, "weight_decay": 1}
     results = []
     for path in (FUSED, LOOP):
@@ -513,12 +469,12 @@ def test_a_failed_gradient_upload_is_retried_not_forgotten(device, monkeypatch):
     def broken(*args):
         raise RuntimeError("no pinned memory left")
 
-    monkeypatch.setattr(fused_triton, "_pinned", broken)
+    monkeypatch.setattr(launcher, "_pinned", broken)
     with pytest.raises(RuntimeError, match="no pinned memory"):
         opt.step()
     monkeypatch.undo()
     opt.step()  # the same gradients: they must still be uploaded now
-    grad_row = fused_triton._GRAD * launch.n_tensors
+    grad_row = kernel.GRAD * launch.n_tensors
     assert launch.tables.view(-1)[grad_row].item() == moved.data_ptr()
 
 
@@ -557,7 +513,7 @@ def test_fsdp2_dtensors_step_through_their_local_shards(device):
     # The kernel updated the shards of the first three (a DTensor's own address is 0); the
     # fourth's partial gradient sent it through the single-tensor path.
     (launch,) = plan.launches
-    assert launch.columns[fused_triton._PARAM] == [s.data_ptr() for s in shards[:3]]
+    assert launch.columns[kernel.PARAM] == [s.data_ptr() for s in shards[:3]]
     assert_close(shards[:3], plain[:3], rtol=0, atol=0)
     assert_close(shards[3:], plain[3:], **FLOAT32)
 
@@ -741,30 +697,31 @@ def test_a_compiled_training_step_calls_the_kernel_as_one_op(device):
 def test_fused_runs_the_triton_kernel_here(device, monkeypatch):
     params = [torch.nn.Parameter(torch.ones(3, device=device))]
     params[0].grad = torch.ones(3, device=device)
-    assert _choose_path(RMSprop(params).param_groups[0], params) == (True, False)
-    from rmsprop.torch import _fused_cpu
+    assert choose_path(RMSprop(params).param_groups[0], params) == (True, False)
+    from rmsprop.torch._fused import numba_cpu
 
-    monkeypatch.setattr(_fused_cpu, "_fused_cpu_rmsprop", None)  # Numba must not run
-    fused_triton._plans.clear()
+    monkeypatch.setattr(numba_cpu, "fused_rmsprop", None)  # Numba must not run
+    launcher._plans.clear()
     RMSprop(params, fused=True).step()
-    assert fused_triton._plans
+    assert launcher._plans
 
 
 @pytest.mark.skipif(INTERPRETING, reason="without the interpreter only")
 def test_cpu_tensors_need_the_interpreter_and_other_devices_are_refused():
-    assert "TRITON_INTERPRET=1" in fused_triton.unsupported_reason("cpu")
-    assert "needs CUDA tensors, got meta" in fused_triton.unsupported_reason("meta")
+    assert "TRITON_INTERPRET=1" in launcher.unsupported_reason("cpu")
+    assert "needs CUDA tensors, got meta" in launcher.unsupported_reason("meta")
     meta = torch.nn.Parameter(torch.empty(3, device="meta"))
-    assert fused_unsupported_reason([meta]) == (
+    assert _fused.why_not_fused([meta]) == (
         "the fused CPU kernel needs CPU tensors, got meta tensors (and the Triton kernel CUDA "
         "tensors)"
     )
 
 
 def test_without_triton_fused_true_on_cuda_says_so(monkeypatch):
-    monkeypatch.setattr(fused_triton, "AVAILABLE", False)
-    monkeypatch.setattr(fused_triton, "WHY_UNAVAILABLE", "triton is not installed")
-    assert fused_triton.unsupported_reason("cuda") == "triton is not installed"
+    monkeypatch.setattr(kernel, "AVAILABLE", False)
+    monkeypatch.setattr(kernel, "WHY_UNAVAILABLE", "triton is not installed")
+    assert launcher.unsupported_reason("cuda") == "triton is not installed"
+    assert _fused.why_not_on("cuda") == "triton is not installed"  # what every caller asks
 
 
 def test_stochastic_rounding_and_state_dtype_are_checked():
@@ -834,8 +791,8 @@ def test_the_kernel_compiles_for_hopper_with_16_byte_accesses(switches):
                  "log2_decay_high", "log2_decay_low"):  # fmt: skip
         signature[name] = "fp32"
     signature.update({name: "constexpr" for name in constexprs if name.isupper()})
-    source = ASTSource(fn=fused_triton._rmsprop_kernel, signature=signature, constexprs=constexprs)
-    options = {"num_warps": fused_triton.NUM_WARPS, "enable_fp_fusion": False}
+    source = ASTSource(fn=kernel.rmsprop_kernel, signature=signature, constexprs=constexprs)
+    options = {"num_warps": DEFAULT_LAUNCH.num_warps, "enable_fp_fusion": False}
     ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
     assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx  # full blocks: 16 bytes
     assert ".local" not in ptx  # no register spills
@@ -860,7 +817,7 @@ def test_fused_is_the_default_on_cuda_with_device_step_counts(device):
     params = [torch.nn.Parameter(torch.randn(10, device=device))]
     params[0].grad = torch.randn_like(params[0])
     opt = RMSprop(params)
-    assert _choose_path(opt.param_groups[0], params) == (True, False)
+    assert choose_path(opt.param_groups[0], params) == (True, False)
     assert opt._step_supports_amp_scaling
     opt.step()
     assert opt.state[params[0]]["step"].is_cuda
@@ -967,22 +924,3 @@ def test_a_tensor_of_more_than_2_31_elements(device):
         # float32 math rounded once: at most one bfloat16 unit from the loop's float32 result
         torch.testing.assert_close(p.detach()[w], q.detach().bfloat16(), rtol=2**-7, atol=0)
     assert opt.state[p]["step"].item() == 1
-
-
-# ---- the interpreter run -----------------------------------------------------------------
-
-
-@pytest.mark.skipif(INTERPRETING, reason="this process is the interpreter run")
-def test_the_suite_through_triton_s_interpreter():
-    """Runs this file again with TRITON_INTERPRET=1: the kernel on CPU tensors, no GPU needed."""
-    here = Path(__file__).resolve()
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here)]
-    result = subprocess.run(
-        command,
-        cwd=here.parents[2],  # the project root, for its pytest settings
-        env={**os.environ, "TRITON_INTERPRET": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-4000:]

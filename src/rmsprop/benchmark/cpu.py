@@ -6,8 +6,9 @@ with momentum. Each result reports the median step time, the bandwidth that
 minimal byte count implies, and how that compares with an in-place add over
 the same tensors measured in the same run (the machine's practical ceiling).
 
-This module is what ``benchmarks/cpu_step.py`` and ``rmsprop bench`` run; it
-is a script's engine, never a timed test. Example (tiny, so it is quick):
+This module is what ``rmsprop bench`` runs (``--first-call``:
+`first_call_in_fresh_processes`); it is a command's engine, never a timed
+test. Example (tiny, so it is quick):
 
     >>> from rmsprop.benchmark import cpu
     >>> rows = cpu.run_cpu(
@@ -22,12 +23,26 @@ is a script's engine, never a timed test. Example (tiny, so it is quick):
 
 from __future__ import annotations
 
+import datetime
+import os
+import pathlib
+import platform
 import statistics
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rmsprop.benchmark import _common
 from rmsprop.benchmark._common import VARIANTS, Column, Row, Shape, Step
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from rmsprop import Config
+    from rmsprop.kernels.numba_cpu import Table
 
 __all__ = [
     "COLUMNS",
@@ -36,6 +51,9 @@ __all__ = [
     "REFERENCES",
     "SHAPES",
     "VARIANTS",
+    "address_table",
+    "environment",
+    "first_call_in_fresh_processes",
     "markdown",
     "run_cpu",
     "title",
@@ -65,14 +83,19 @@ def run_cpu(
     steps: int = 30,
     progress: Callable[[str], None] | None = None,
     rounds: int = 3,
+    *,
+    warmup: int = 3,
+    each_group: Callable[[list[Row]], None] | None = None,
 ) -> list[Row]:
     """Times every implementation on the CPU; returns one row per measurement.
 
     For each shape and variant, every implementation (and an in-place add
     over the same tensors) is built once, then timed in ``rounds``
-    interleaved rounds of ``steps`` steps: a burst of load from elsewhere on
-    a shared machine then spoils one round of everything rather than all of
-    one implementation's, and the median over rounds discards it.
+    interleaved rounds of ``steps`` steps (after ``warmup`` untimed ones): a
+    burst of load from elsewhere on a shared machine then spoils one round of
+    everything rather than all of one implementation's, and the median over
+    rounds discards it. ``progress`` hears what is about to be built,
+    ``each_group`` every comparison's rows (one shape and variant) as it ends.
 
     Implementations that can't run here (optax or Numba missing) are left
     out. Each row: shape, variant, implementation, params, bytes_per_param,
@@ -100,7 +123,7 @@ def run_cpu(
             times: dict[str, list[float]] = {name: [] for name in built}
             for _ in range(rounds):
                 for name, (step, _) in built.items():
-                    times[name].append(_common.time_host([step], steps, warmup=3)["median_ms"])
+                    times[name].append(_common.time_host([step], steps, warmup)["median_ms"])
             first_step = {name: seconds for name, (_, seconds) in built.items()}
             del built  # several GB at the large shape
             median = {name: statistics.median(t) for name, t in times.items()}
@@ -123,7 +146,70 @@ def run_cpu(
                 )
             _common.add_speedups(group, REFERENCES)
             rows += group
+            if each_group:
+                each_group(group)
     return rows
+
+
+def environment() -> dict[str, str]:
+    """The machine, today's date and the versions that matter, for the record of a run."""
+    found = _common.versions(["numpy", "torch", "numba", "rmsprop", "jax", "optax"])
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "date": datetime.date.today().isoformat(),
+        "versions": ", ".join(found),
+    }
+
+
+# One fused step in a fresh process: its time to stdout.
+_FIRST_CALL = """
+import time, torch
+from rmsprop.torch import RMSprop
+p = torch.nn.Parameter(torch.randn(1000)); p.grad = torch.randn(1000)
+opt = RMSprop([p], fused=True, momentum=0.9)
+start = time.perf_counter(); opt.step(); print(time.perf_counter() - start)
+"""
+
+
+def first_call_in_fresh_processes() -> dict[str, float]:
+    """Seconds the fused CPU step's first call takes in a fresh process: ``cold`` with an
+    empty Numba cache (it compiles the kernel and caches it), then ``warm`` (it loads it).
+
+    Two processes of this Python, sharing a new cache directory; this rmsprop is importable
+    in them whether or not it is installed. Raises CalledProcessError when a step fails.
+    """
+    package_root = str(pathlib.Path(__file__).resolve().parents[2])  # the folder of rmsprop/
+    path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": path}
+        cold, warm = (
+            float(subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
+                                 capture_output=True, text=True).stdout)
+            for _ in range(2)
+        )  # fmt: skip
+    return {"cold": cold, "warm": warm}
+
+
+def address_table(
+    numels: Sequence[int], rule: Config | None = None
+) -> tuple[Table, list[npt.NDArray[np.float32]]]:
+    """The CPU kernel's `Table` over fresh float32 arrays (θ, g, v for each of ``numels``),
+    with the coefficients of ``rule``'s first step (default: the plain rule, lr 1e-3), as
+    the fused path builds one; the list keeps the arrays alive (the table holds only their
+    addresses). What ``benchmarks/cpu_threads.py`` times. Needs Numba."""
+    import numpy as np
+
+    from rmsprop import Config
+    from rmsprop._lowering import coefficients
+    from rmsprop.kernels import numba_cpu
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(n).astype(np.float32) for n in numels for _ in range(3)]
+    table = numba_cpu.Table(np.float32, numels)
+    for row in range(3):
+        table.addresses[row] = [a.ctypes.data for a in arrays[row::3]]
+    table.set_coefficients(coefficients(Config(lr=1e-3) if rule is None else rule, 1))
+    return table, arrays
 
 
 COLUMNS = (

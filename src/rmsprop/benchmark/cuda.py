@@ -19,8 +19,8 @@ several times, so the cache can't flatter small models. One process, one card:
 quote ratios from one run. `sweep_cuda` times the fused kernel under fixed
 launch settings (to pick one; the kernel never autotunes).
 
-This module is what ``benchmarks/gpu_step.py`` and ``rmsprop bench --device
-cuda`` run. Everything but the timing itself is plain Python:
+This module is what ``rmsprop bench --device cuda`` runs (``--sweep``: `sweep_cuda`).
+Everything but the timing itself is plain Python:
 
     >>> from rmsprop.benchmark import cuda
     >>> cuda.minimal_bytes(cuda.SHAPES["dqn-1m"], "bfloat16", "momentum") == 14 * 1_027_200
@@ -62,6 +62,7 @@ __all__ = [
     "VERDICT_COLUMNS",
     "Target",
     "best_launch",
+    "check_launch",
     "copy_bandwidth",
     "environment",
     "gpt_shapes",
@@ -74,6 +75,7 @@ __all__ = [
     "rotation",
     "run_cuda",
     "sweep_cuda",
+    "sweep_markdown",
     "time_cuda",
     "title",
     "verdicts",
@@ -318,11 +320,25 @@ def _time_one(
     return time_cuda(built, steps, warmup)
 
 
+def check_launch(block: int, warps: int) -> tuple[int, int]:
+    """``(block, warps)`` if both are powers of two, else ValueError; imports nothing (a
+    command line checks its arguments before it loads torch).
+
+    >>> check_launch(4096, 8)
+    (4096, 8)
+    >>> check_launch(3000, 8)
+    Traceback (most recent call last):
+    ValueError: BLOCK and NUM_WARPS must be powers of two, got 3000 and 8
+    """
+    if block <= 0 or block & (block - 1) or warps <= 0 or warps & (warps - 1):
+        raise ValueError(f"BLOCK and NUM_WARPS must be powers of two, got {block} and {warps}")
+    return block, warps
+
+
 def launch_settings(block: int, warps: int) -> LaunchSettings:
     """The fused kernel's launch settings: ``block`` elements and ``warps`` warps per program
     (what `run_cuda`'s ``launch`` takes). Raises ValueError unless both are powers of two."""
-    if block <= 0 or block & (block - 1) or warps <= 0 or warps & (warps - 1):
-        raise ValueError(f"BLOCK and NUM_WARPS must be powers of two, got {block} and {warps}")
+    check_launch(block, warps)
     from rmsprop.torch import LaunchSettings
 
     return LaunchSettings(block, warps)
@@ -358,12 +374,14 @@ def sweep_cuda(
     settings: Iterable[tuple[int, int]] = LAUNCH_SETTINGS,
     copy_tb_s: float | None = None,
     on_row: Callable[[Row], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Row]:
     """Times the fused kernel under each fixed launch setting (BLOCK, NUM_WARPS) in turn.
 
     Each row: shape, dtype, variant, block, warps, median_ms, wall_ms,
     first_s, tb_per_s, of_copy and copy_tb_s (measured here unless given).
-    The kernel's own settings are restored at the end.
+    ``progress`` hears what is about to be timed, ``on_row`` each row as it
+    ends. Each step gets its settings as an argument: nothing global changes.
     """
     import torch
 
@@ -376,6 +394,8 @@ def sweep_cuda(
             sets = _common.parameter_sets(SHAPES[shape], getattr(torch, dtype), 1)
             for block, warps in settings:
                 launch = launch_settings(block, warps)
+                if progress:
+                    progress(f"{shape} · {dtype} · {variant} · BLOCK={block}, NUM_WARPS={warps}")
                 options = VARIANTS[variant].options
                 step = _common.torch_step("rmsprop fused", sets[0], options, launch)
                 timing = time_cuda([step], steps, warmup)
@@ -489,6 +509,13 @@ def title(row: Row) -> str:
 def markdown(rows: Iterable[Row]) -> str:
     """The rows as a Markdown table per shape."""
     return _common.markdown(rows, COLUMNS, _details)
+
+
+def sweep_markdown(rows: Iterable[Row]) -> str:
+    """`sweep_cuda` rows as one Markdown table."""
+    lines = _common.markdown_header(SWEEP_COLUMNS)
+    lines += [_common.markdown_row(SWEEP_COLUMNS, row) for row in rows]
+    return "\n".join(lines)
 
 
 def verdicts_markdown(rows: Iterable[Row]) -> str:
