@@ -264,3 +264,41 @@ def test_sb3_a2c_trains_with_rmsprop():
     model = train_a2c(RMSprop, {"flavor": "sb3", **SB3_A2C}, 20_000)
     mean_return, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=10)
     assert sb3 is not None and mean_return > 100
+
+
+def dqn_lua_rule(params: list[np.ndarray], grads: list[list[np.ndarray]], lr: float) -> np.ndarray:
+    """DeepMind's DQN update (``dqn/NeuralQLearner.lua``, ``qLearnMinibatch``), transcribed:
+    ``dw`` is the ascent direction (minus the loss gradient), ``g`` and ``g2`` start at 0.
+
+    .. code-block:: text
+
+        g  ← 0.95·g  + 0.05·dw
+        g2 ← 0.95·g2 + 0.05·dw²
+        w  ← w + lr·dw / √(g2 - g² + 0.01)
+    """
+    params = [p.copy() for p in params]
+    g = [np.zeros_like(p) for p in params]
+    g2 = [np.zeros_like(p) for p in params]
+    trajectory = []
+    for row in grads:
+        for i, gradient in enumerate(row):
+            dw = -gradient
+            g[i] = 0.95 * g[i] + 0.05 * dw
+            g2[i] = 0.95 * g2[i] + 0.05 * dw * dw
+            params[i] = params[i] + lr * dw / np.sqrt(g2[i] - g[i] * g[i] + 0.01)
+        trajectory.append(flat(params))
+    return np.stack(trajectory)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_dqn_flavor_is_the_lua_update(backend: str):
+    require_backend(backend)
+    config = rmsprop.flavor("dqn")
+    [case] = [
+        c
+        for c in cases_for_each_dtype([("dqn", config, {"lr": config.lr})])
+        if c.dtype == "float64"
+    ]
+    case.lrs[:] = config.lr  # run_gpu keeps lr constant (lr_end is not given)
+    expected = dqn_lua_rule(case.params, case.grads, config.lr)
+    np.testing.assert_allclose(BACKENDS[backend](case), expected, **TOLERANCES["float64"])

@@ -116,3 +116,19 @@ def test_hogwild_workers_train_one_shared_model_and_optimizer(method, flavor):
     assert steps < float(state["step"]) <= steps * count
     assert torch.isfinite(model.weight).all() and not torch.equal(model.weight, before)
     assert torch.isfinite(state["square_avg"]).all()
+
+
+def test_the_a3c_example_runs():
+    # The full run (to an average return of 475) takes minutes: here, 15 seconds of it.
+    pytest.importorskip("gymnasium", reason="the example plays gymnasium's CartPole")
+    import pathlib
+    import subprocess
+    import sys
+
+    example = pathlib.Path(__file__).resolve().parents[2] / "examples" / "a3c_cartpole.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--workers", "2", "--max-seconds", "15"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "shared steps in" in done.stdout and "greedy policy" in done.stdout
