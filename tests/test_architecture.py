@@ -39,7 +39,8 @@ def imports(path: pathlib.Path) -> list[tuple[str, list[str]]]:
 
 
 def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
-    """Every node but those under ``if TYPE_CHECKING:`` (annotations only: never run)."""
+    """Every node but those under ``if TYPE_CHECKING:`` (annotations only: never run) and in a
+    module's ``__getattr__`` (the aliases of moved names, imported only when asked for)."""
     found, todo = [], [tree]
     while todo:
         node = todo.pop()
@@ -47,7 +48,7 @@ def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
                 todo += child.orelse
-            else:
+            elif not (isinstance(child, ast.FunctionDef) and child.name == "__getattr__"):
                 todo.append(child)
     return found
 
@@ -157,3 +158,14 @@ def test_the_rule_is_written_once_and_inserted_where_a_docstring_states_it():
     assert "        " + RULE.splitlines()[-1] in (jax.rmsprop.__doc__ or "")
     triton = pytest.importorskip("rmsprop.kernels.triton")
     assert "    " + RULE.splitlines()[-1] in (triton.__doc__ or "")
+
+
+def test_moved_public_names_still_import_from_their_old_module():
+    import rmsprop.tables
+    import rmsprop.translation
+
+    for name in ("translation_table", "flavor_details"):
+        with pytest.warns(DeprecationWarning, match=f"rmsprop.tables.{name}"):
+            assert getattr(rmsprop.translation, name) is getattr(rmsprop.tables, name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        rmsprop.translation.nothing  # noqa: B018

@@ -439,3 +439,20 @@ def _suggestion(config: Config, target: Target) -> str:
     if target.name == "optax":
         return in_jax
     return f"{in_torch} in PyTorch, {in_jax} in JAX"
+
+
+def __getattr__(name: str) -> object:
+    # The flavor pages' generators moved to rmsprop.tables, beside the flavor table; their
+    # old names keep working, with a warning.
+    if name in ("translation_table", "flavor_details"):
+        import warnings
+
+        from rmsprop import tables
+
+        warnings.warn(
+            f"rmsprop.translation.{name} is rmsprop.tables.{name} now",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(tables, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,65 @@
+"""Two source trees' CPU step side by side, in one run: did a change make the step slower?
+
+Usage:
+    git worktree add /tmp/before <commit>
+    python benchmarks/compare_revisions.py --before /tmp/before --after . [--rounds 3]
+
+Runs ``rmsprop bench --device cpu --size small --json`` (a Nature-DQN network, every
+variant and implementation) from each tree's ``src/`` in fresh processes, the two trees
+interleaved round by round (so the machine's drift hits both alike), after one warm-up
+round each (Numba's on-disk cache). Prints, per variant and implementation, the median over
+rounds of each tree's median step and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+
+def bench(tree: pathlib.Path, steps: int) -> list[dict[str, Any]]:
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    command = [sys.executable, "-m", "rmsprop", "bench", "--device", "cpu", "--size", "small"]
+    done = subprocess.run(
+        [*command, "--steps", str(steps), "--json"],
+        env=env, cwd=tree, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    rows = json.loads(done.stdout)
+    return rows["rows"] if isinstance(rows, dict) else rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=pathlib.Path, required=True)
+    parser.add_argument("--after", type=pathlib.Path, required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    for tree in trees.values():
+        bench(tree, 3)  # warm-up: Numba's cache, the files' pages
+    times: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            for row in bench(tree, args.steps):
+                key = (row["shape"], row["variant"], row["implementation"])
+                times.setdefault(key, {}).setdefault(name, []).append(row["median_ms"])
+    print("| variant | implementation | before ms | after ms | after / before |")
+    print("|---|---|---|---|---|")
+    for (_, variant, implementation), by_tree in times.items():
+        if set(by_tree) != set(trees):
+            continue
+        before, after = (statistics.median(by_tree[name]) for name in trees)
+        print(
+            f"| {variant} | {implementation} | {before:.3f} | {after:.3f} | {after / before:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
