@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -299,7 +300,7 @@ def _transformation(
             eps=hyper["eps"],
             momentum=hyper["momentum"],
             weight_decay=hyper["weight_decay"],
-            correction=1 - decay**count if config.bias_correction else None,
+            correction=_bias_correction(decay, count) if config.bias_correction else None,
         )
         grads, treedef = _flatten(updates)
         columns = [
@@ -428,6 +429,15 @@ def _part(part: Callable[[Any], jax.Array], x: Any) -> Any:
 
 def _join(real: Any, imag: Any) -> Any:
     return None if real is None else jax.lax.complex(real, imag)
+
+
+@functools.partial(jax.jit, inline=True)
+def _bias_correction(decay: Scalar, count: jax.Array) -> jax.Array:
+    """1 - decay^count, computed as optax computes it: in a jitted function, inlined into
+    an enclosing jit. So the power is always XLA's compiled one, in and out of ``jax.jit``
+    (eagerly, ``decay ** count`` takes another route, and differs in the last digits)."""
+    correction: jax.Array = 1 - decay**count
+    return correction
 
 
 def _safe_increment(count: jax.Array) -> jax.Array:
