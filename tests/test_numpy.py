@@ -277,3 +277,21 @@ def test_complex_average_starts_at_the_initial_value_in_both_parts():
     z, _ = one_step(config, np.array([0j]), np.array([3 + 3j]))
     real, _ = one_step(config, np.array([0.0, 0.0]), np.array([3.0, 3.0]))
     np.testing.assert_array_equal([z[0].real, z[0].imag], real)
+
+
+@pytest.mark.parametrize(
+    ("params", "state"),
+    [
+        (np.ones(2), None),
+        ([np.ones(2)], None),
+        ([np.ones(2)], [None]),
+        ({"w": np.ones(2)}, {"w": 0}),
+    ],
+    ids=["array-None", "list-None", "None-leaf", "int-leaf"],
+)
+def test_a_state_not_made_by_init_is_a_clear_error(params, state):
+    grads = copy.deepcopy(params)
+    with pytest.raises(
+        TypeError, match=r"create the state with rmsprop\.numpy\.init\(params, config\)"
+    ):
+        rnp.update(params, grads, state, Config())

@@ -90,7 +90,17 @@ def update(params: Tree, grads: Tree, state: Tree, config: Config) -> tuple[Tree
         state: what `init` (or the previous `update`) returned.
         config: the rule. To schedule the learning rate, pass
             ``config.replace(lr=...)`` at each step.
+
+    Raises:
+        TypeError: ``state`` is not what `init` or `update` returned (``None``, say).
+        ValueError: ``params``, ``grads`` and ``state`` differ in structure, or a
+            gradient's shape is not its parameter's.
     """
+    if state is None:
+        raise TypeError(
+            "update() got state=None: create the state with rmsprop.numpy.init(params, config), "
+            "then pass each update's new state to the next"
+        )
     param_leaves, rebuild = _flatten(params)
     grad_leaves, _ = _flatten(grads)
     state_leaves, _ = _flatten(state)
@@ -99,6 +109,12 @@ def update(params: Tree, grads: Tree, state: Tree, config: Config) -> tuple[Tree
             f"params, grads and state must have the same structure; they have "
             f"{len(param_leaves)}, {len(grad_leaves)} and {len(state_leaves)} leaves"
         )
+    for i, leaf in enumerate(state_leaves):
+        if not isinstance(leaf, LeafState):
+            raise TypeError(
+                f"update() got a state whose leaf {i} is {type(leaf).__name__}, not a LeafState: "
+                "create the state with rmsprop.numpy.init(params, config)"
+            )
     new_params, new_state = [], []
     for param, grad, leaf in zip(param_leaves, grad_leaves, state_leaves):
         if grad is None:
