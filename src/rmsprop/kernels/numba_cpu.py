@@ -376,40 +376,52 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
-def warm_up() -> None:
-    """Loads the table kernel for every dtype and buffer combination from Numba's on-disk
-    cache (compiling it, once per machine, where the cache is cold), by running it over no
-    tensors. A fresh process pays this once, about half a second, mostly Numba's own start.
+Variant = tuple[Any, bool, bool]  # (kernel dtype, with m, with b): one compiled table kernel
+
+
+def warm_up(variants: Iterable[Variant] | None = None) -> None:
+    """Loads the table kernel's ``variants`` (default: every dtype and buffer combination) from
+    Numba's on-disk cache (compiling them, once per machine, where the cache is cold), by
+    running each over no tensors. A fresh process pays this once: about half a second, mostly
+    Numba's own start, then milliseconds a variant.
     """
     if not AVAILABLE:
         return
+    if variants is None:
+        variants = [(d, m, b) for d in KERNEL_DTYPES for m in (False, True) for b in (False, True)]
     no_rows = np.zeros((0, 3), np.int64)
-    for dtype in KERNEL_DTYPES:
-        for grad_avg in (False, True):
-            for momentum in (False, True):
-                table = Table(dtype, [], grad_avg, momentum)
-                table_kernel(table.addresses, no_rows, table.coefficients, *table.markers)
+    for dtype, grad_avg, momentum in variants:
+        table = Table(dtype, [], grad_avg, momentum)
+        table_kernel(table.addresses, no_rows, table.coefficients, *table.markers)
 
 
-def warm_up_in_background() -> None:
-    """Starts `warm_up` in a thread of its own, once per process, so that a new worker's set-up
-    (its environment, its first forward pass) hides the kernel's loading; a step that comes
-    first waits for what is left (Numba's dispatcher holds a lock while it loads)."""
-    global _warming
+def warm_up_in_background(variants: Iterable[Variant]) -> None:
+    """Starts `warm_up` of the variants not asked for yet in a thread of its own, so that a new
+    worker's set-up (its environment, its first forward pass) hides the kernel's loading; a
+    step that comes first waits for what is left (Numba's dispatcher holds a lock while it
+    loads). Only the variants a step will take: the others would compete with it for a core.
+    """
+    if not AVAILABLE:
+        return
     with _warming_lock:
-        if _warming is not None or not AVAILABLE:
+        new = [(np.dtype(d), bool(m), bool(b)) for d, m, b in variants]
+        new = [v for v in dict.fromkeys(new) if v not in _warmed]
+        if not new:
             return
-        _warming = threading.Thread(target=warm_up, name="rmsprop-warm-up", daemon=True)
-        _warming.start()
+        _warmed.update(new)
+        thread = threading.Thread(target=warm_up, args=(new,), name="rmsprop-warm-up", daemon=True)
+        _warming.append(thread)
+        thread.start()
 
 
 def _finish_warming_up() -> None:
-    # A fork while the thread is importing would leave the child half-imported modules.
-    if _warming is not None:
-        _warming.join()
+    # A fork while a thread is importing would leave the child half-imported modules.
+    for thread in list(_warming):
+        thread.join()
 
 
-_warming: threading.Thread | None = None
+_warming: list[threading.Thread] = []
+_warmed: set[Variant] = set()
 _warming_lock = threading.Lock()
 
 

@@ -241,12 +241,7 @@ class RMSprop(Optimizer):
 
     def _prepare_kernels(self) -> None:
         for group in self.param_groups:
-            _fused.prepare(
-                group["params"],
-                fused=group["fused"],
-                foreach=group["foreach"],
-                differentiable=group["differentiable"],
-            )
+            _fused.prepare(group["params"], group)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Loads a state dict of this class or of `torch.optim.RMSprop`.

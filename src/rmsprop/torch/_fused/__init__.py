@@ -159,17 +159,16 @@ def on_device(
     return kernel.on_device and not kernel.why_not(device_type)
 
 
-def prepare(
-    params: list[Tensor], *, fused: bool | None, foreach: bool | None, differentiable: bool
-) -> None:
-    """Starts loading, in the background, the kernels a step of these parameters with these
-    options may take (so that a new worker process's set-up hides it)."""
-    if fused is False or foreach or differentiable:
+def prepare(params: list[Tensor], group: dict[str, Any]) -> None:
+    """Starts loading, in the background, the kernels a step of a param group with these
+    parameters and options may take (so that a new worker process's set-up hides it)."""
+    if group["fused"] is False or group["foreach"] or group["differentiable"]:
         return
     for device_type in _device_types(params):
         kernel = fused_kernel(device_type)
         if not kernel.why_not(device_type):
-            _launcher(kernel.name).prepare()
+            picked = [p for p in params if p.device.type == device_type]
+            _launcher(kernel.name).prepare(picked, group["centered"], group["momentum"] > 0)
 
 
 def _device_types(params: list[Tensor]) -> list[str]:

@@ -53,10 +53,11 @@ def unsupported_reason(device_type: str) -> str:
     return ""
 
 
-def prepare() -> None:
-    """Starts loading the kernel in the background: a new worker's first step then finds
-    it loaded, or waits only for the rest."""
-    kernel.warm_up_in_background()
+def prepare(params: list[Tensor], centered: bool, momentum: bool) -> None:
+    """Starts loading the kernel variants these parameters' steps take, in the background: a
+    new worker's first step then finds them loaded, or waits only for the rest."""
+    dtypes = {_DIRECT[d] for d in map(real_dtype, params) if d in _DIRECT}
+    kernel.warm_up_in_background((dtype, centered, momentum) for dtype in dtypes)
 
 
 def fused_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:

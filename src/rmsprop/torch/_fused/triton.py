@@ -44,7 +44,7 @@ from rmsprop.torch._step import Hyper, StepTensors, mark_written
 __all__ = ["fused_rmsprop", "prepare", "unsupported_reason"]
 
 
-def prepare() -> None:
+def prepare(params: list[Tensor], centered: bool, momentum: bool) -> None:
     """Nothing to load ahead: Triton compiles each variant on its first launch."""
 
 
