@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch", reason="the torch backend needs the torch e
 
 import rmsprop  # noqa: E402
 from rmsprop.torch import RMSprop  # noqa: E402
+from rmsprop.torch._fused import why_not_on  # noqa: E402
 
 
 def params(*shapes, dtype=torch.float32, seed=0):
@@ -69,9 +70,9 @@ def test_flavor_gives_defaults_and_explicit_arguments_win():
 
 
 def test_tensor_lr_must_have_one_element():
-    with pytest.raises(ValueError, match=r"tensor lr must have 1 element, got shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"^Tensor lr must be 1-element \(got shape \(2,\)\)"):
         RMSprop(params((2,)), lr=torch.tensor([0.1, 0.2]))
-    with pytest.raises(ValueError, match=r"Config\.lr = -0\.1"):
+    with pytest.raises(ValueError, match=r"^Invalid learning rate: -0\.1.* \(Config\.lr = -0\.1"):
         RMSprop(params((2,)), lr=torch.tensor(-0.1))
 
 
@@ -106,6 +107,18 @@ def test_an_invalid_param_group_is_refused_and_changes_nothing():
         with pytest.raises((TypeError, ValueError), match=message):
             opt.add_param_group({"params": [b], **bad})
         assert len(opt.param_groups) == 1
+
+
+def test_an_invalid_param_group_gets_torchs_words_first():
+    a, b = params((3,), (3,))
+    opt = RMSprop([a])
+    with pytest.raises(ValueError, match=r"^Invalid momentum value: -1 \(Config\.momentum = -1"):
+        opt.add_param_group({"params": [b], "momentum": -1})
+    with pytest.raises(ValueError, match=r"^Invalid alpha value: -0\.5 \(Config\.decay = -0\.5"):
+        opt.add_param_group({"params": [b], "decay": -0.5})
+    with pytest.raises(ValueError, match=r"^Tensor lr must be 1-element"):
+        opt.add_param_group({"params": [b], "lr": torch.ones(2)})
+    assert len(opt.param_groups) == 1
 
 
 def test_momentum_and_centered_can_be_turned_on_mid_run():
@@ -287,3 +300,40 @@ def test_bad_state_dict_is_refused_and_the_old_state_kept(desc, corrupt, message
     with pytest.raises(ValueError, match=message):
         target.load_state_dict(bad)
     assert_unchanged(target, before)
+
+
+# ---- load_state_dict keeps the code path this optimizer was built with ---------------------
+
+PATHS = [
+    dict(foreach=False),
+    dict(foreach=True),
+    dict(fused=True),
+    dict(capturable=True, foreach=False),
+    dict(differentiable=True),
+    {},
+]
+
+
+@pytest.mark.parametrize("saved_path", PATHS, ids=lambda p: str(p) or "default")
+@pytest.mark.parametrize("own_path", PATHS, ids=lambda p: str(p) or "default")
+def test_load_state_dict_keeps_this_optimizers_path(own_path, saved_path):
+    if (own_path.get("fused") or saved_path.get("fused")) and why_not_on("cpu"):
+        pytest.skip(f"no fused CPU kernel here: {why_not_on('cpu')}")
+    # Plain tensors: a differentiable step writes them in place, which a leaf that
+    # requires grad forbids.
+    ps = [p.detach() for p in params((2, 3), (4,))]
+    source = RMSprop([p.detach() for p in params((2, 3), (4,))], momentum=0.9, **saved_path)
+    set_grads(source.param_groups[0]["params"])
+    source.step()
+    opt = RMSprop(ps, lr=0.5, **own_path)
+    expected = {key: opt.param_groups[0][key] for key in _PATH_KEYS}
+    opt.load_state_dict(copy.deepcopy(source.state_dict()))
+    group = opt.param_groups[0]
+    assert {key: group[key] for key in _PATH_KEYS} == expected
+    assert (group["lr"], group["momentum"]) == (0.01, 0.9)  # the hyperparameters are loaded
+    set_grads(ps, seed=2)
+    opt.step()
+    assert opt.state[ps[0]]["step"].item() == 2
+
+
+_PATH_KEYS = ("foreach", "fused", "capturable", "differentiable")

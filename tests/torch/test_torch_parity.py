@@ -5,11 +5,15 @@ from __future__ import annotations
 import copy
 import inspect
 import itertools
+import pathlib
+import re
+import warnings
 
 import pytest
 
 torch = pytest.importorskip("torch", reason="the torch backend needs the torch extra")
 
+import rmsprop  # noqa: E402
 from rmsprop.torch import RMSprop  # noqa: E402
 
 STEPS = 100
@@ -141,7 +145,7 @@ def test_state_dict_moves_between_the_two_and_training_continues_identically(dir
         else (RMSprop, torch.optim.RMSprop)
     )
     model = make_model()
-    # foreach=False travels in the state dict, so both continue on the for-loop path.
+    # Both on the for-loop path: torch's takes it from the state dict, ours keeps its own.
     opt = first_cls(model.parameters(), lr=0.01, foreach=False, **options)
     train(model, opt, 10, seed=1)
     saved = copy.deepcopy(opt.state_dict())  # loading shares tensors: keep a private copy
@@ -152,7 +156,8 @@ def test_state_dict_moves_between_the_two_and_training_continues_identically(dir
     train(reference, reference_opt, 10, seed=2)
 
     moved = copy.deepcopy(model)
-    moved_opt = second_cls(moved.parameters(), lr=0.5)  # hyperparameters come from the state
+    # The hyperparameters come from the state dict.
+    moved_opt = second_cls(moved.parameters(), lr=0.5, foreach=False)
     moved_opt.load_state_dict(copy.deepcopy(saved))
     train(moved, moved_opt, 10, seed=2)
 
@@ -171,7 +176,8 @@ def test_save_at_step_k_load_into_a_fresh_optimizer_and_continue(path, tmp_path)
     torch.save(opt.state_dict(), tmp_path / "opt.pt")
     train(uninterrupted, opt, 15, seed=2)
 
-    fresh = RMSprop(resumed.parameters())  # pytorch-flavored; the path comes from the state
+    # pytorch-flavored: the flavor comes from the state dict, the path is this optimizer's.
+    fresh = RMSprop(resumed.parameters(), fused=path == "fused", **switches)
     fresh.load_state_dict(torch.load(tmp_path / "opt.pt"))
     assert fresh.param_groups[0]["initial_square_avg"] == 1.0  # the saved flavor came back
     train(resumed, fresh, 15, seed=2)
@@ -179,16 +185,26 @@ def test_save_at_step_k_load_into_a_fresh_optimizer_and_continue(path, tmp_path)
     assert_same_state(fresh, opt)
 
 
-def test_missing_extra_keys_are_filled_from_this_optimizers_defaults():
+def test_a_torch_state_dict_continues_torchs_rule_whatever_this_optimizers_flavor():
+    # A missing extra key means torch's value (what `state_dict` leaves out means the same),
+    # not the loading optimizer's default: otherwise a keras-flavored optimizer would read
+    # a pytorch-flavored checkpoint's weight decay as decoupled.
     model = make_model()
-    theirs = torch.optim.RMSprop(model.parameters(), lr=0.02, alpha=0.9)
+    theirs = torch.optim.RMSprop(model.parameters(), lr=0.02, alpha=0.9, momentum=0.5)
     train(model, theirs, 3)
-    ours = RMSprop(model.parameters(), flavor="tensorflow")
-    ours.load_state_dict(theirs.state_dict())
+    saved = copy.deepcopy(theirs.state_dict())
+    ours_model = copy.deepcopy(model)
+    ours = RMSprop(ours_model.parameters(), flavor="keras", weight_decay=0.1, foreach=False)
+    ours.load_state_dict(copy.deepcopy(saved))
     group = ours.param_groups[0]
     assert (group["lr"], group["alpha"], group["eps"]) == (0.02, 0.9, 1e-8)  # from the state dict
-    assert group["eps_in_sqrt"] is True and group["lr_in_momentum"] is True  # from the flavor
-    assert ours.state[next(model.parameters())]["step"].item() == 3
+    assert group["weight_decay"] == 0 and group["decoupled_weight_decay"] is False
+    assert group["eps_in_sqrt"] is False and group["lr_in_momentum"] is False
+    assert ours.state[next(ours_model.parameters())]["step"].item() == 3
+    train(model, theirs, 10, seed=2)
+    train(ours_model, ours, 10, seed=2)
+    assert_same_models(ours_model, model)
+    assert_same_state(ours, theirs)
 
 
 def test_a_legacy_float_step_is_converted_to_a_tensor():
@@ -202,3 +218,184 @@ def test_a_legacy_float_step_is_converted_to_a_tensor():
     fresh.load_state_dict(state)
     step = fresh.state[next(model.parameters())]["step"]
     assert torch.is_tensor(step) and step.item() == 2.0
+
+
+# ---- state_dict keys: torch's where the rule is torch's ------------------------------------
+
+EXTRA_KEYS = {
+    "eps_in_sqrt", "initial_square_avg", "nesterov", "lr_in_momentum", "bias_correction",
+    "decoupled_weight_decay", "fused",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("options", OPTIONS[::5], ids=OPTION_IDS[::5])
+def test_a_pytorch_flavor_state_dict_is_torchs_key_for_key(options):
+    ours, theirs = make_model(), make_model()
+    opt_ours = RMSprop(ours.parameters(), lr=0.01, foreach=False, **options)
+    opt_theirs = torch.optim.RMSprop(theirs.parameters(), lr=0.01, foreach=False, **options)
+    for model, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+        assert opt.state_dict()["state"] == {}  # (before the first step, too)
+        train(model, opt, 3)
+    sd_ours, sd_theirs = opt_ours.state_dict(), opt_theirs.state_dict()
+    assert sd_ours["param_groups"] == sd_theirs["param_groups"]  # keys and values
+    assert sd_ours["state"].keys() == sd_theirs["state"].keys()
+    for key, entry in sd_theirs["state"].items():
+        assert sd_ours["state"][key].keys() == entry.keys()
+        for name, value in entry.items():
+            assert torch.equal(sd_ours["state"][key][name], value), name
+
+
+def test_other_flavors_keep_the_keys_whose_values_are_not_torchs():
+    # `fused` is never written: the path is the loading optimizer's own.
+    opt = RMSprop(make_model().parameters(), flavor="tensorflow", fused=False, nesterov=False)
+    group = opt.state_dict()["param_groups"][0]
+    assert EXTRA_KEYS & set(group) == {"eps_in_sqrt", "initial_square_avg", "lr_in_momentum"}
+    assert (group["eps_in_sqrt"], group["initial_square_avg"], group["lr_in_momentum"]) == (
+        True, 1.0, True,
+    )  # fmt: skip
+    keras = RMSprop(make_model().parameters(), flavor="keras", bias_correction=True)
+    group = keras.state_dict()["param_groups"][0]
+    assert EXTRA_KEYS & set(group) == {
+        "eps_in_sqrt", "lr_in_momentum", "decoupled_weight_decay", "bias_correction",
+    }  # fmt: skip
+    assert set(opt.param_groups[0]) >= EXTRA_KEYS  # the optimizer's own groups keep every key
+
+
+ROUND_TRIP = dict(momentum=0.9, centered=True, weight_decay=0.01)
+
+
+@pytest.mark.parametrize("flavor", sorted(rmsprop.FLAVORS))
+def test_every_flavor_round_trips_exactly_through_state_dict(flavor):
+    # Two groups: the flavor's, and one that sets the extra fields to torch's values (which
+    # `state_dict` leaves out) against the flavor's. Loaded into an optimizer built alike, and
+    # into a plain pytorch-flavored one: the state dict alone decides the rule.
+    def build(model, **kw):
+        first, *rest = model.parameters()
+        torchlike = dict(eps_in_sqrt=False, initial_square_avg=0.0, decoupled_weight_decay=False)
+        groups = [{"params": [first]}, {"params": rest, "bias_correction": True, **torchlike}]
+        return RMSprop(groups, foreach=False, **kw)
+
+    options = dict(ROUND_TRIP)
+    if rmsprop.flavor(flavor).eps == 0:
+        options["eps"] = 1e-8  # (centered, an element's first v - m² may be 0: 0/0)
+    model = make_model()
+    opt = build(model, flavor=flavor, **options)
+    train(model, opt, 5, seed=1)
+    saved = copy.deepcopy(opt.state_dict())
+    runs = []
+    for kw in ({"flavor": flavor, **options}, {}):
+        resumed = copy.deepcopy(model)
+        fresh = build(resumed, **kw)
+        fresh.load_state_dict(copy.deepcopy(saved))
+        for group, expected in zip(fresh.param_groups, opt.param_groups):
+            assert {k: v for k, v in group.items() if k != "params"} == {
+                k: v for k, v in expected.items() if k != "params"
+            }
+        train(resumed, fresh, 5, seed=2)
+        runs.append((resumed, fresh))
+    train(model, opt, 5, seed=2)
+    for resumed, fresh in runs:
+        assert_same_models(resumed, model)
+        assert_same_state(fresh, opt)
+
+
+# ---- the code path is the optimizer's, not the checkpoint's -----------------------------------
+
+
+def test_a_checkpoint_does_not_change_the_path_and_torchs_bits_stay_torchs():
+    # torch's state dict says foreach=None; on the CPU ours would read that as the fused
+    # kernel, which agrees with torch only to rounding.
+    model = make_model()
+    theirs = torch.optim.RMSprop(model.parameters(), momentum=0.9, centered=True)
+    train(model, theirs, 5)
+    ours_model = copy.deepcopy(model)
+    ours = RMSprop(ours_model.parameters(), foreach=False)
+    ours.load_state_dict(copy.deepcopy(theirs.state_dict()))
+    assert ours.param_groups[0]["foreach"] is False and ours.param_groups[0]["fused"] is None
+    train(model, theirs, 20, seed=2)
+    train(ours_model, ours, 20, seed=2)
+    assert_same_models(ours_model, model)
+    assert_same_state(ours, theirs)
+
+
+# ---- torch's own error messages --------------------------------------------------------------
+
+
+def _param(seed=0):
+    return torch.nn.Parameter(torch.randn(1, 1, generator=torch.Generator().manual_seed(seed)))
+
+
+# torch.optim.RMSprop's invalid inputs: the ones torch 2.13's own optimizer suite checks
+# (torch/testing/_internal/common_optimizers.py: get_error_inputs_for_all_optims and
+# optim_error_inputs_func_rmsprop, which test/test_optim.py's test_errors runs), then each
+# check of torch.optim.RMSprop.__init__. (params, kwargs); params None: a model's.
+_P, _Q = _param(0), _param(1)
+TORCH_INVALID_INPUTS = {
+    "invalid param type": (_P, {}),
+    "duplicate parameters": ([_P, _P], {}),
+    "duplicates across groups": ([{"params": _P}, {"params": _P}], {}),
+    "tensor lr of 2 elements": (None, dict(lr=torch.tensor([0.001, 0.001]))),
+    "some names missing": ([("weight", _P), _Q], {}),
+    "groups with and without names": ([{"params": [_P], "lr": 1e-2}, {"params": [("w", _Q)]}], {}),
+    "momentum -1.0": (None, dict(lr=1e-2, momentum=-1.0)),
+    "lr -1": (None, dict(lr=-1)),
+    "lr nan": (None, dict(lr=float("nan"))),
+    "tensor lr -0.1": (None, dict(lr=torch.tensor(-0.1))),
+    "eps -1e-8": (None, dict(eps=-1e-8)),
+    "eps nan": (None, dict(eps=float("nan"))),
+    "momentum -1": (None, dict(momentum=-1)),
+    "weight_decay -0.1": (None, dict(weight_decay=-0.1)),
+    "alpha -0.5": (None, dict(alpha=-0.5)),
+    "alpha nan": (None, dict(alpha=float("nan"))),
+    "lr and alpha: lr first": (None, dict(lr=-1, alpha=-1)),
+    "eps and weight_decay: eps first": (None, dict(eps=-1, weight_decay=-1)),
+}
+
+
+def _raised(cls, params, kwargs):
+    """What building ``cls`` raised or warned: (type, message)."""
+    params = make_model().parameters() if params is None else params
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            cls(params, **kwargs)
+        except Exception as error:
+            return type(error), str(error)
+    assert caught, "neither raised nor warned"
+    return caught[0].category, str(caught[0].message)
+
+
+@pytest.mark.parametrize(
+    ("params", "kwargs"), TORCH_INVALID_INPUTS.values(), ids=TORCH_INVALID_INPUTS.keys()
+)
+def test_invalid_inputs_raise_torchs_exception_with_torchs_message_first(params, kwargs):
+    expected_type, expected = _raised(torch.optim.RMSprop, params, kwargs)
+    got_type, got = _raised(RMSprop, params, kwargs)
+    assert got_type is expected_type
+    assert got.startswith(expected), (got, expected)
+
+
+# ---- what the README says is bitwise, is --------------------------------------------------
+
+
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+TORCH_HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+
+
+def test_the_readmes_bitwise_claims_hold():
+    """Every README line that builds ``RMSprop(model.parameters(), ...)`` and says it is
+    exactly or bitwise ``torch.optim.RMSprop`` computes torch's bits, on this machine (Numba
+    installed or not)."""
+    pattern = r"^opt = (RMSprop\(model\.parameters\(\).*?\))\s*# (.*)$"
+    lines = re.findall(pattern, README.read_text(), re.MULTILINE)
+    claims = [code for code, comment in lines if re.search(r"bitwise|exactly torch", comment)]
+    assert claims, "the README no longer says which call is bitwise torch.optim.RMSprop"
+    for code in claims:
+        ours, theirs = make_model(), make_model()
+        opt_ours = eval(code, {"RMSprop": RMSprop, "model": ours})
+        torchs = {key: opt_ours.defaults[key] for key in TORCH_HYPERPARAMETERS}
+        opt_theirs = torch.optim.RMSprop(theirs.parameters(), **torchs)  # its default path
+        train(ours, opt_ours, 20)
+        train(theirs, opt_theirs, 20)
+        assert_same_models(ours, theirs)
+        assert_same_state(opt_ours, opt_theirs)

@@ -16,24 +16,54 @@ from rmsprop._not_given import NotGiven
 from rmsprop.torch import _fused
 from rmsprop.torch._functional import rmsprop
 from rmsprop.torch._fused.settings import LaunchSettings
+from rmsprop.translation import TARGETS
 
 __all__ = ["RMSprop"]
 
 # Config fields under the names torch.optim.RMSprop gives them in param groups.
 _GROUP_KEY = {name: ("alpha" if name == "decay" else name) for name in FIELD_NAMES}
 _STATE_KEYS = ("step", "square_avg", "momentum_buffer", "grad_avg")
+# The param-group keys torch.optim.RMSprop lacks, with the value its rule implies: a
+# state dict leaves a key out where it holds that value, and a missing one means it.
+_TORCH_VALUES: dict[str, Any] = {_GROUP_KEY[f]: v for f, v in TARGETS["pytorch"].fixed.items()}
+# The code path a group takes: this optimizer's choice, never a checkpoint's.
+_PATH_KEYS = ("foreach", "fused", "capturable", "differentiable")
+# torch.optim.RMSprop's checks, in its order: (group key, Config field, what its message calls it).
+_TORCH_CHECKS = (
+    ("lr", "lr", "learning rate"),
+    ("eps", "eps", "epsilon value"),
+    ("momentum", "momentum", "momentum value"),
+    ("weight_decay", "weight_decay", "weight_decay value"),
+    ("alpha", "decay", "alpha value"),
+)
 
 
 class RMSprop(Optimizer):
     r"""RMSprop, drop-in for `torch.optim.RMSprop`, in every framework's flavor.
 
-    With no ``flavor`` it computes what ``torch.optim.RMSprop`` computes, with
-    the same arguments, defaults, state keys and ``state_dict`` layout:
+    With no ``flavor`` it computes ``torch.optim.RMSprop``'s rule, with the
+    same arguments, defaults, state keys and ``state_dict`` layout:
 
     .. math::
 
         v_t = \rho v_{t-1} + (1-\rho) g_t^2, \qquad
         \theta_t = \theta_{t-1} - \eta \, \frac{g_t}{\sqrt{v_t} + \epsilon}
+
+    Which bits: ``foreach=False`` (the single-tensor path) computes bitwise what
+    torch's single-tensor path computes (its default on the CPU), and
+    ``foreach=True`` bitwise what torch's foreach path computes (its default on
+    CUDA). With neither given, the fused kernel runs where it can (CPU tensors
+    with ``rmsprop[fast]`` installed, CUDA tensors with ``rmsprop[triton]``):
+    the same rule, to float rounding, not bit for bit. Pass ``foreach=False``
+    for torch's exact bits.
+
+    Checkpoints: `load_state_dict` takes the hyperparameters and the state from
+    a state dict (of this class or of ``torch.optim.RMSprop``), never the code
+    path (``foreach``, ``fused``, ``capturable``, ``differentiable`` stay this
+    optimizer's); `state_dict` writes only torch's param-group keys where the
+    rule is torch's, so ``torch.distributed.checkpoint`` moves checkpoints both
+    ways; and the zero-gradient, zero-lr step its ``get_state_dict`` takes on an
+    optimizer without state only creates the state (see `step`).
 
     ``flavor="tensorflow"`` (or ``"keras"``, ``"optax"``, ``"timm"``, ``"dqn"``,
     ... see `rmsprop.FLAVORS`) switches to that framework's exact rule and
@@ -52,8 +82,8 @@ class RMSprop(Optimizer):
         centered: divide by the estimated variance (default: False).
         capturable: keep ``step`` (and a tensor ``lr``) on the parameters'
             device, so the step can be captured in a CUDA graph (default: False).
-        foreach: use the multi-tensor path; ``None`` picks it on CUDA, as
-            PyTorch does (default: None).
+        foreach: use the multi-tensor path; ``None`` leaves the choice to
+            ``fused``, then to PyTorch's rule (foreach on CUDA) (default: None).
         maximize: ascend instead of descend (default: False).
         differentiable: let autograd through the step (single-tensor path
             only) (default: False).
@@ -152,6 +182,7 @@ class RMSprop(Optimizer):
             decoupled_weight_decay=decoupled_weight_decay,
         )
         given.update({name: value for name, value in extras.items() if value is not None})
+        _check_as_torch({_GROUP_KEY[name]: value for name, value in given.items()})
 
         tensor_lr = given.get("lr")
         if isinstance(tensor_lr, Tensor):
@@ -243,8 +274,40 @@ class RMSprop(Optimizer):
         for group in self.param_groups:
             _fused.prepare(group["params"], group)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The state and param groups, as `torch.optim.Optimizer.state_dict` returns them,
+        with only the keys `torch.optim.RMSprop` has where the rule is its own.
+
+        A `Config` field torch's optimizer lacks (``eps_in_sqrt``,
+        ``initial_square_avg``, ``nesterov``, ``lr_in_momentum``, ``bias_correction``,
+        ``decoupled_weight_decay``) is left out where it holds the value torch's rule
+        implies, which `load_state_dict` reads a missing key as; ``fused`` is always left
+        out, as `load_state_dict` keeps this optimizer's path whatever a state dict says.
+        So a state dict of the ``pytorch`` flavor has exactly torch's keys, and
+        `torch.distributed.checkpoint`'s planner, which reads the keys the loading
+        optimizer's state dict has and refuses a checkpoint without one of them, moves
+        checkpoints both ways between the two classes, and between optimizers that chose
+        different paths.
+        """
+        state_dict = super().state_dict()
+        for group in state_dict["param_groups"]:
+            for key, value in _TORCH_VALUES.items():
+                if key in group and group[key] == value:
+                    del group[key]
+            group.pop("fused", None)
+        return state_dict
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Loads a state dict of this class or of `torch.optim.RMSprop`.
+
+        A loaded state dict sets every hyperparameter (``lr``, ``alpha``, ``eps``,
+        ``momentum``, ... and the `Config` fields torch lacks) and the state. A `Config`
+        field it lacks (a state dict of `torch.optim.RMSprop`, or one `state_dict` left
+        it out of) takes the value `torch.optim.RMSprop`'s rule implies; any other key it
+        lacks, this optimizer's default. It never changes the code path: ``foreach``,
+        ``fused``, ``capturable`` and ``differentiable`` stay what each group of this
+        optimizer has (a state dict's ``foreach=None`` would otherwise turn a
+        ``foreach=False`` optimizer into a fused one).
 
         Everything is checked before anything changes: a state dict with the
         wrong structure, an invalid hyperparameter, or a state tensor of the
@@ -252,6 +315,13 @@ class RMSprop(Optimizer):
         it was.
         """
         self._check_state_dict(state_dict)
+        state_dict = {
+            **state_dict,
+            "param_groups": [
+                self._loaded_group(saved, group)
+                for saved, group in zip(state_dict["param_groups"], self.param_groups)
+            ],
+        }
         shared = {p: dict(s) for p, s in self.state.items()} if self.shared_memory else {}
         super().load_state_dict(state_dict)
         if self.state_dtype is not None:
@@ -269,6 +339,17 @@ class RMSprop(Optimizer):
                         p_state[key] = kept.copy_(value)
                     else:
                         value.share_memory_()
+
+    def _loaded_group(self, saved: Mapping[str, Any], group: dict[str, Any]) -> dict[str, Any]:
+        """A saved param group as `load_state_dict` loads it into ``group``: missing `Config`
+        fields at torch's values, other missing keys at this optimizer's defaults, and
+        ``group``'s code path."""
+        return {
+            **self.defaults,
+            **_TORCH_VALUES,
+            **saved,
+            **{key: group[key] for key in _PATH_KEYS},
+        }
 
     def _move_steps_to_the_kernel(self) -> None:
         """Puts the step counts of CUDA parameters the Triton kernel updates on their device.
@@ -288,6 +369,19 @@ class RMSprop(Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Performs one optimization step.
 
+        A step that finds no state yet for any parameter, every gradient exactly
+        zero and every group's learning rate 0 only creates the state: the step
+        counts stay 0 and the averages at their initial values. That is the step
+        `torch.distributed.checkpoint.state_dict` takes to create the state of an
+        optimizer before saving it (``get_state_dict``, ``get_optimizer_state_dict``);
+        as an update it would change flavors whose state it does not leave as it
+        found it (an average of squares starting at 1, coupled weight decay, the
+        step count bias correction reads), so a checkpoint taken before the first
+        step would change training. A parameter's gradient that is a DTensor is
+        read whole (each rank takes the same decision); a step of a wrapper that
+        hands each rank other parameters (``ZeroRedundancyOptimizer``) decides per
+        rank.
+
         Args:
             closure: re-evaluates the model and returns the loss (optional).
         """
@@ -296,6 +390,10 @@ class RMSprop(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._is_priming():
+            for group in self.param_groups:
+                self._init_group(group, [], [], [], [], [], [])
+            return loss
 
         for group in self.param_groups:
             params: list[Tensor] = []
@@ -329,6 +427,17 @@ class RMSprop(Optimizer):
                 **{field: group[_GROUP_KEY[field]] for field in STEP_FIELDS},
             )
         return loss
+
+    def _is_priming(self) -> bool:
+        """Whether this step finds no state, every group's lr 0 and every gradient exactly
+        zero (eagerly only: a compiled step never asks)."""
+        if any(self.state.values()) or torch.compiler.is_compiling():
+            return False
+        if not all(_is_zero(group["lr"]) for group in self.param_groups):
+            return False
+        grads = [p.grad for group in self.param_groups for p in group["params"]]
+        present = [g for g in grads if g is not None]
+        return bool(present) and all(_is_zero(g) for g in present)
 
     def _init_group(
         self,
@@ -477,7 +586,7 @@ class RMSprop(Optimizer):
                     f"param_groups[{i}] has {len(saved['params'])} parameters in the state "
                     f"dict and {len(group['params'])} in this optimizer"
                 )
-            merged = {**self.defaults, **saved}
+            merged = self._loaded_group(saved, group)
             try:
                 _group_config(merged)
             except (TypeError, ValueError) as error:
@@ -535,6 +644,16 @@ def _check_param_state(where: str, entry: Any, p: Tensor, group: dict[str, Any])
             )
 
 
+def _is_zero(value: float | Tensor) -> bool:
+    """Whether a learning rate or gradient is exactly 0 everywhere (a DTensor read whole;
+    a CUDA tensor in a CUDA graph's capture, or a sparse one, counts as nonzero)."""
+    if not isinstance(value, Tensor):
+        return value == 0
+    if value.is_sparse or (value.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return False
+    return not bool(value.any())
+
+
 def _takes_triton_kernel(group: dict[str, Any]) -> bool:
     """Whether the group's parameters are, or may be, stepped by a kernel that counts steps
     and reads GradScaler's values on their device."""
@@ -549,7 +668,9 @@ def _takes_triton_kernel(group: dict[str, Any]) -> bool:
 
 
 def _group_config(group: Mapping[str, Any]) -> Config:
-    """Validates a param group's hyperparameters by building its `Config`."""
+    """Validates a param group's hyperparameters by building its `Config` (torch's checks
+    first, in its words)."""
+    _check_as_torch(group)
     lr = group["lr"]
     if isinstance(lr, Tensor):
         lr = _lr_value(lr)
@@ -560,8 +681,33 @@ def _group_config(group: Mapping[str, Any]) -> Config:
 
 def _lr_value(lr: Tensor) -> float:
     if lr.numel() != 1:
-        raise ValueError(f"a tensor lr must have 1 element, got shape {tuple(lr.shape)}")
+        raise ValueError(f"Tensor lr must be 1-element (got shape {tuple(lr.shape)})")
     return float(lr.detach().item())
+
+
+def _check_as_torch(group: Mapping[str, Any]) -> None:
+    """torch.optim.RMSprop's checks of the hyperparameters it has, in its order, raising
+    its exception with its message, then `Config`'s explanation (code matching torch's
+    messages keeps working). `Config` checks the rest, and these again."""
+    lr = group.get("lr")
+    if isinstance(lr, Tensor):
+        _lr_value(lr)
+    for key, field, what in _TORCH_CHECKS:
+        if key not in group:
+            continue
+        value = group[key]
+        try:
+            invalid = not value >= 0.0  # (NaN too, as torch's `not 0.0 <= value`)
+        except (TypeError, ValueError, RuntimeError):
+            continue  # not a number: Config says so (torch raises a TypeError too)
+        if invalid:
+            message = f"Invalid {what}: {value}"
+            number = _lr_value(value) if isinstance(value, Tensor) else value
+            try:
+                Config().replace(**{field: number})
+            except (TypeError, ValueError) as error:
+                message += f" ({error})"
+            raise ValueError(message)
 
 
 def _new_step(p: Tensor, capturable: bool, value: float = 0.0) -> Tensor:
