@@ -6,9 +6,11 @@ Usage:
 
 Runs ``rmsprop bench --device cpu --size small --json`` (a Nature-DQN network, every
 variant and implementation) from each tree's ``src/`` in fresh processes, the two trees
-interleaved round by round (so the machine's drift hits both alike), after one warm-up
-round each (Numba's on-disk cache). Prints, per variant and implementation, the median over
-rounds of each tree's median step and their ratio.
+interleaved round by round, in alternating order (so the machine's drift hits both alike),
+after one warm-up round each (Numba's on-disk cache). Prints, per variant and
+implementation, the median over rounds of each tree's median step and their ratio, and the
+same for the step relative to ``torch for-loop`` timed in the same process: code neither
+tree changes, so that ratio cancels what the rest of a shared machine does to one process.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def bench(tree: pathlib.Path, steps: int) -> list[dict[str, Any]]:
     )  # fmt: skip
     rows = json.loads(done.stdout)
     return rows["rows"] if isinstance(rows, dict) else rows
+
+
+REF = "torch for-loop"  # unchanged by either tree: the yardstick in each process
 
 
 def main() -> None:
