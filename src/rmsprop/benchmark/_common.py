@@ -10,6 +10,7 @@ import contextlib
 import math
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -241,9 +242,13 @@ def first_call_s(step: Step, wait: Callable[[], Any] | None = None) -> float:
 
 def warm_up(steps: Sequence[Step], warmup: int) -> None:
     """``warmup`` calls rotating over ``steps``, and more if need be so each is called once:
-    a first call builds state (and a fused step's plan), which the timing must not see."""
+    a first call builds state (and a fused step's plan), which the timing must not see; then
+    waits for any kernel still loading in the background, which would take a core from it."""
     for i in range(max(warmup, len(steps))):
         steps[i % len(steps)]()
+    loaded = sys.modules.get("rmsprop.kernels.numba_cpu")  # (never imported here for this)
+    if loaded is not None:
+        loaded.wait_for_warm_up()
 
 
 def time_host(steps: Sequence[Step], repeats: int, warmup: int) -> dict[str, float]:

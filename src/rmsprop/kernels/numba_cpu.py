@@ -47,6 +47,7 @@ __all__ = [
     "run",
     "table_kernel",
     "task",
+    "wait_for_warm_up",
     "warm_up",
     "warm_up_in_background",
 ]
@@ -414,8 +415,9 @@ def warm_up_in_background(variants: Iterable[Variant]) -> None:
         thread.start()
 
 
-def _finish_warming_up() -> None:
-    # A fork while a thread is importing would leave the child half-imported modules.
+def wait_for_warm_up() -> None:
+    """Returns once every background `warm_up` has finished (a fork waits for this too: a
+    child forked while a thread is importing would inherit half-imported modules)."""
     for thread in list(_warming):
         thread.join()
 
@@ -434,7 +436,7 @@ def _forget_the_pool() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_finish_warming_up, after_in_child=_forget_the_pool)
+    os.register_at_fork(before=wait_for_warm_up, after_in_child=_forget_the_pool)
 
 
 def _balanced_groups(pieces: Sequence[Piece], total: int, groups: int) -> list[list[Piece]]:
