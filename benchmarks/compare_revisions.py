@@ -49,20 +49,32 @@ def main() -> None:
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     for tree in trees.values():
         bench(tree, 3)  # warm-up: Numba's cache, the files' pages
-    times: dict[tuple[str, str, str], dict[str, list[float]]] = {}
-    for _ in range(args.rounds):
-        for name, tree in trees.items():
-            for row in bench(tree, args.steps):
-                key = (row["shape"], row["variant"], row["implementation"])
+    times: dict[tuple[str, str], dict[str, list[float]]] = {}
+    relative: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for round_ in range(args.rounds):
+        order = list(trees.items()) if round_ % 2 == 0 else list(trees.items())[::-1]
+        for name, tree in order:
+            rows = bench(tree, args.steps)
+            reference = {r["variant"]: r["median_ms"] for r in rows if r["implementation"] == REF}
+            for row in rows:
+                key = (row["variant"], row["implementation"])
                 times.setdefault(key, {}).setdefault(name, []).append(row["median_ms"])
-    print("| variant | implementation | before ms | after ms | after / before |")
-    print("|---|---|---|---|---|")
-    for (_, variant, implementation), by_tree in times.items():
-        if set(by_tree) != set(trees):
+                ratio = row["median_ms"] / reference[row["variant"]]
+                relative.setdefault(key, {}).setdefault(name, []).append(ratio)
+    print(
+        "| variant | implementation | before ms | after ms | after / before "
+        f"| before / {REF} | after / {REF} | after / before, relative |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for (variant, implementation), by_tree in times.items():
+        if set(by_tree) != set(trees) or implementation == REF:
             continue
         before, after = (statistics.median(by_tree[name]) for name in trees)
+        ratios = relative[variant, implementation]
+        rel_before, rel_after = (statistics.median(ratios[name]) for name in trees)
         print(
-            f"| {variant} | {implementation} | {before:.3f} | {after:.3f} | {after / before:.2f} |"
+            f"| {variant} | {implementation} | {before:.3f} | {after:.3f} | {after / before:.2f} "
+            f"| {rel_before:.2f} | {rel_after:.2f} | {rel_after / rel_before:.2f} |"
         )
 
 
