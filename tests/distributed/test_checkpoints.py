@@ -26,7 +26,7 @@ import rmsprop  # noqa: E402
 from rmsprop.torch import RMSprop  # noqa: E402
 
 # DCP says, each time, that it assumes one process when no process group is set up.
-pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is:UserWarning")
 
 STEPS = 5
 
@@ -269,3 +269,41 @@ def test_a_checkpoint_moves_between_torch_and_ours_through_dcp(
     train(moved, moved_opt, 5, seed=2)
     assert_same_models(moved, model)
     assert_same_state(moved_opt, opt)
+
+
+# ---- what DCP's default planner does with flavors (docs/distributed.md) ---------------------
+
+
+def _dcp_save(build, path):
+    model = make_model()
+    opt = build(model)
+    train(model, opt, 2)
+    dcp.save({"optim": get_optimizer_state_dict(model, opt)}, checkpoint_id=path)
+
+
+def _dcp_load(build, path):
+    model = make_model()
+    opt = build(model)
+    loaded = {"optim": get_optimizer_state_dict(model, opt)}
+    dcp.load(loaded, checkpoint_id=path)
+    set_optimizer_state_dict(model, opt, loaded["optim"])
+    return opt
+
+
+def test_dcp_reads_the_keys_the_loading_optimizer_has(tmp_path):
+    # A loader with keys the checkpoint lacks is refused (DCP's exception is a BaseException);
+    # a loader without the checkpoint's extra keys reads torch's rule: build it alike.
+    _dcp_save(lambda m: RMSprop(m.parameters()), tmp_path / "pytorch")
+    with pytest.raises(BaseException, match="Missing key in checkpoint state_dict") as raised:
+        _dcp_load(lambda m: RMSprop(m.parameters(), flavor="tensorflow"), tmp_path / "pytorch")
+    assert not isinstance(raised.value, Exception)
+
+    _dcp_save(lambda m: RMSprop(m.parameters(), flavor="tensorflow"), tmp_path / "tensorflow")
+    opt = _dcp_load(lambda m: RMSprop(m.parameters()), tmp_path / "tensorflow")
+    group = opt.param_groups[0]
+    assert group["alpha"] == 0.9 and group["eps"] == 1e-10  # torch's keys: the checkpoint's
+    assert group["eps_in_sqrt"] is False and group["initial_square_avg"] == 0.0  # not read
+    alike = _dcp_load(
+        lambda m: RMSprop(m.parameters(), flavor="tensorflow"), tmp_path / "tensorflow"
+    )
+    assert alike.param_groups[0]["eps_in_sqrt"] is True

@@ -431,7 +431,7 @@ class RMSprop(Optimizer):
     def _is_priming(self) -> bool:
         """Whether this step finds no state, every group's lr 0 and every gradient exactly
         zero (eagerly only: a compiled step never asks)."""
-        if any(self.state.values()) or torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or any(self.state.values()):
             return False
         if not all(_is_zero(group["lr"]) for group in self.param_groups):
             return False
@@ -651,7 +651,13 @@ def _is_zero(value: float | Tensor) -> bool:
         return value == 0
     if value.is_sparse or (value.is_cuda and torch.cuda.is_current_stream_capturing()):
         return False
-    return not bool(value.any())
+    try:
+        return not bool(value.any())
+    except (NotImplementedError, RuntimeError):
+        whole = getattr(value, "full_tensor", None)  # a DTensor without the op (older torch)
+        if whole is None:
+            raise
+        return not bool(whole().any())
 
 
 def _takes_triton_kernel(group: dict[str, Any]) -> bool:
