@@ -465,7 +465,12 @@ class RMSprop(Optimizer):
             if grad.is_sparse:
                 raise RuntimeError("RMSprop does not support sparse gradients")
             state = self.state[p]
-            self._create_state(group, p, state, device_steps)
+            if (
+                not state
+                or (with_momentum and "momentum_buffer" not in state)
+                or (centered and "grad_avg" not in state)
+            ):  # (checked here: a call per parameter on every step would cost)
+                self._create_state(group, p, state, device_steps)
 
             params.append(p)
             grads.append(grad)

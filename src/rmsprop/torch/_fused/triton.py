@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rmsprop._lowering import Switches, scalars, switches
+from rmsprop._lowering import Scalars, scalars, switches
 from rmsprop.kernels import triton as kernel
 from rmsprop.torch._fused.plans import (
     addressable,
@@ -330,7 +330,7 @@ def _launch(
         grad_scale = grad_scale.to(device, torch.float32, non_blocking=True)
     if found_inf is not None:
         found_inf = found_inf.to(device, torch.float32, non_blocking=True)
-    s = scalars(hyper._replace(lr=lr))
+    s, compiled_for = _launch_arguments(hyper._replace(lr=lr))
     with _CurrentDevice(device):
         kernel.rmsprop_kernel[(launch.n_blocks,)](
             launch.tables,
@@ -346,7 +346,7 @@ def _launch(
             GRAD=_TL_DTYPES[launch.grad_dtype],
             STATE=_TL_DTYPES[launch.state_dtype],
             STEP=_TL_DTYPES[launch.step_dtype],
-            **_compiled_for(switches(hyper)),
+            **compiled_for,
             LR_ON_DEVICE=lr_ptr is not None,
             GRAD_SCALE=grad_scale is not None,
             FOUND_INF=found_inf is not None,
@@ -359,9 +359,11 @@ def _launch(
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_for(on: Switches) -> dict[str, Any]:
-    """The rule's switches as the kernel's compile-time arguments (MAXIMIZE=..., ...)."""
-    return {name.upper(): value for name, value in on._asdict().items()}
+def _launch_arguments(hyper: Hyper) -> tuple[Scalars, dict[str, Any]]:
+    """The rule's scalars, and its switches as the kernel's compile-time arguments
+    (MAXIMIZE=..., ...); cached, since most steps repeat the last one's rule."""
+    on = switches(hyper)
+    return scalars(hyper), {name.upper(): value for name, value in on._asdict().items()}
 
 
 class _CurrentDevice:
