@@ -79,13 +79,19 @@ KERNELS = {kernel.name: kernel for kernel in (TRITON, NUMBA)}
 
 
 def _launcher(name: str) -> Any:
-    if name == "triton":
-        from rmsprop.torch._fused import triton
+    """The kernel's launcher module, imported on first use (a dict lookup after: every step
+    asks several times, and an import statement costs a microsecond even when done)."""
+    launcher = _LAUNCHERS.get(name)
+    if launcher is None:
+        if name == "triton":
+            from rmsprop.torch._fused import triton as launcher
+        else:
+            from rmsprop.torch._fused import numba_cpu as launcher
+        _LAUNCHERS[name] = launcher
+    return launcher
 
-        return triton
-    from rmsprop.torch._fused import numba_cpu
 
-    return numba_cpu
+_LAUNCHERS: dict[str, Any] = {}
 
 
 def fused_kernel(device_type: str) -> FusedKernel:
