@@ -84,7 +84,8 @@ class Target:
     arguments: Callable[[Config], dict[str, Any]]
 
 
-def _pytorch_arguments(c: Config) -> dict[str, Any]:
+def _torch_style_arguments(c: Config) -> dict[str, Any]:
+    """The arguments torch.optim.RMSprop and the classes modelled on it share."""
     return {
         "lr": c.lr,
         "alpha": c.decay,
@@ -92,8 +93,11 @@ def _pytorch_arguments(c: Config) -> dict[str, Any]:
         "weight_decay": c.weight_decay,
         "momentum": c.momentum,
         "centered": c.centered,
-        "maximize": c.maximize,
     }
+
+
+def _pytorch_arguments(c: Config) -> dict[str, Any]:
+    return {**_torch_style_arguments(c), "maximize": c.maximize}
 
 
 def _optax_arguments(c: Config) -> dict[str, Any]:
@@ -134,27 +138,10 @@ def _tensorflow_arguments(c: Config) -> dict[str, Any]:
 
 def _timm_arguments(c: Config) -> dict[str, Any]:
     return {
-        "lr": c.lr,
-        "alpha": c.decay,
-        "eps": c.eps,
-        "weight_decay": c.weight_decay,
-        "momentum": c.momentum,
-        "centered": c.centered,
+        **_torch_style_arguments(c),
         # Without weight decay or momentum these two change nothing: RMSpropTF's defaults.
         "decoupled_decay": c.decoupled_weight_decay and c.weight_decay > 0,
         "lr_in_momentum": c.lr_in_momentum or c.momentum == 0,
-    }
-
-
-def _torch_style_arguments(c: Config) -> dict[str, Any]:
-    """The arguments of torch.optim.RMSprop's subclasses in RL libraries (no maximize)."""
-    return {
-        "lr": c.lr,
-        "alpha": c.decay,
-        "eps": c.eps,
-        "weight_decay": c.weight_decay,
-        "momentum": c.momentum,
-        "centered": c.centered,
     }
 
 
