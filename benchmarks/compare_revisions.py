@@ -1,8 +1,8 @@
 """Two source trees' CPU step side by side, in one run: did a change make the step slower?
 
 Usage:
-    git worktree add /tmp/before <commit>
-    python benchmarks/compare_revisions.py --before /tmp/before --after . [--rounds 3]
+    git worktree add ../before <commit>
+    python benchmarks/compare_revisions.py --before ../before --after . [--rounds 3]
 
 Runs ``rmsprop bench --device cpu --size small --json`` (a Nature-DQN network, every
 variant and implementation) from each tree's ``src/`` in fresh processes, the two trees
