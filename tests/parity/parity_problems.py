@@ -136,15 +136,14 @@ def run_numpy(case: Case) -> np.ndarray:
     return np.stack(trajectory)
 
 
-def run_torch(case: Case) -> np.ndarray:
-    """`rmsprop.torch.RMSprop`, the learning rate set on the param group each step."""
+def run_torch_optimizer(optimizer_class: Any, case: Case, **arguments: Any) -> np.ndarray:
+    """Any torch optimizer class over a case, built with ``arguments``, the learning rate set
+    on the param group each step (the frameworks' torch classes run through this too)."""
     import torch
-
-    from rmsprop.torch import RMSprop
 
     dtype = getattr(torch, case.dtype)
     params = [torch.tensor(p, dtype=dtype, requires_grad=True) for p in case.params]
-    optimizer = RMSprop(params, **dataclasses.asdict(case.config))
+    optimizer = optimizer_class(params, **arguments)
     trajectory = []
     for step, grads in enumerate(case.grads):
         for param, grad in zip(params, grads):
@@ -153,6 +152,13 @@ def run_torch(case: Case) -> np.ndarray:
         optimizer.step()
         trajectory.append(flat(p.detach().numpy() for p in params))
     return np.stack(trajectory)
+
+
+def run_torch(case: Case) -> np.ndarray:
+    """`rmsprop.torch.RMSprop`."""
+    from rmsprop.torch import RMSprop
+
+    return run_torch_optimizer(RMSprop, case, **dataclasses.asdict(case.config))
 
 
 def jax_arguments(config: Config) -> dict[str, Any]:

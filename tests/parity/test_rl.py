@@ -25,6 +25,7 @@ from parity_problems import (
     random_epsilon,
     random_learning_rate,
     require_backend,
+    run_torch_optimizer,
 )
 from tables import TOLERANCES
 
@@ -90,21 +91,9 @@ def pfrl_class() -> type:
 
 
 def run_class(optimizer_class: type, case: Case) -> np.ndarray:
-    import torch
-
-    dtype = getattr(torch, case.dtype)
-    params = [torch.tensor(p, dtype=dtype, requires_grad=True) for p in case.params]
-    optimizer = optimizer_class(params, **case.arguments)
-    trajectory = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pfrl calls torch's deprecated add/addcmul forms
-        for step, grads in enumerate(case.grads):
-            for param, grad in zip(params, grads):
-                param.grad = torch.tensor(grad, dtype=dtype)
-            optimizer.param_groups[0]["lr"] = float(case.lrs[step])
-            optimizer.step()
-            trajectory.append(flat(p.detach().numpy() for p in params))
-    return np.stack(trajectory)
+        return run_torch_optimizer(optimizer_class, case, **case.arguments)
 
 
 def run_ours(case: Case, backend: str) -> np.ndarray:

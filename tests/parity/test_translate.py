@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from parity_problems import DTYPES, STEPS, Case, flat, jax_x64, make_case, run_numpy
+from parity_problems import (
+    DTYPES,
+    STEPS,
+    Case,
+    jax_x64,
+    make_case,
+    run_numpy,
+    run_torch_optimizer,
+)
 from tables import TOLERANCES, random_configs
 
 import rmsprop
@@ -237,17 +245,7 @@ def test_refuses_exactly_when_a_fixed_choice_differs(target, name, config):
 def run_torch_optim(case: Case) -> np.ndarray:
     import torch
 
-    dtype = getattr(torch, case.dtype)
-    params = [torch.tensor(p, dtype=dtype, requires_grad=True) for p in case.params]
-    optimizer = torch.optim.RMSprop(params, **case.arguments)
-    trajectory = []
-    for step, grads in enumerate(case.grads):
-        for param, grad in zip(params, grads):
-            param.grad = torch.tensor(grad, dtype=dtype)
-        optimizer.param_groups[0]["lr"] = float(case.lrs[step])
-        optimizer.step()
-        trajectory.append(flat(p.detach().numpy() for p in params))
-    return np.stack(trajectory)
+    return run_torch_optimizer(torch.optim.RMSprop, case, **case.arguments)
 
 
 def run_optax(case: Case) -> np.ndarray:
