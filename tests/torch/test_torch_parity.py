@@ -371,6 +371,9 @@ def _raised(cls, params, kwargs):
 def test_invalid_inputs_raise_torchs_exception_with_torchs_message_first(params, kwargs):
     expected_type, expected = _raised(torch.optim.RMSprop, params, kwargs)
     got_type, got = _raised(RMSprop, params, kwargs)
+    if "ambiguous" in expected:  # an older torch has no check: it trips on `lr < 0` instead
+        assert (got_type, got.split(" (")[0]) == (ValueError, "Tensor lr must be 1-element")
+        pytest.skip(f"torch {torch.__version__} has no message for this input to match")
     assert got_type is expected_type
     assert got.startswith(expected), (got, expected)
 
