@@ -96,10 +96,13 @@ def single_tensor_rmsprop(
         else:
             variance = second_moment
 
+        # A variance this step made (centered, bias-corrected) is worked on in place: a second
+        # parameter-sized temporary per step would be allocated, and faulted in, for nothing.
+        own = variance is not square_avg and not differentiable
         if eps_in_sqrt:
-            avg = variance.add(eps).sqrt_()
+            avg = (variance.add_(eps) if own else variance.add(eps)).sqrt_()
         else:
-            avg = variance.sqrt()
+            avg = variance.sqrt_() if own else variance.sqrt()
             avg = avg.add(eps) if differentiable else avg.add_(eps)
 
         if buf is None:
@@ -195,11 +198,16 @@ def foreach_rmsprop(
         else:
             variance = second_moment
 
+        own = centered or bias_correction  # the variance is this step's own: work in place
         if eps_in_sqrt:
-            avg = list(torch._foreach_add(variance, eps))
+            if own:
+                torch._foreach_add_(variance, eps)
+            avg = variance if own else list(torch._foreach_add(variance, eps))
             torch._foreach_sqrt_(avg)
         else:
-            avg = list(torch._foreach_sqrt(variance))
+            if own:
+                torch._foreach_sqrt_(variance)
+            avg = variance if own else list(torch._foreach_sqrt(variance))
             torch._foreach_add_(avg, eps)
 
         if not b:
