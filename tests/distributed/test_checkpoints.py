@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from same_training import assert_same_models, assert_same_state
 
 torch = pytest.importorskip("torch", reason="the torch backend needs the torch extra")
 if not torch.distributed.is_available():
@@ -43,19 +44,6 @@ def train(model, opt, steps, seed=1):
         opt.zero_grad()
         model(x).pow(2).mean().backward()
         opt.step()
-
-
-def assert_same_models(a, b):
-    for p, q in zip(a.parameters(), b.parameters()):
-        assert torch.equal(p, q)
-
-
-def assert_same_state(opt_a, opt_b):
-    assert len(opt_a.state) == len(opt_b.state)
-    for sa, sb in zip(opt_a.state.values(), opt_b.state.values()):
-        assert sorted(sa) == sorted(sb)
-        for key in sa:
-            assert torch.equal(sa[key], sb[key]), key
 
 
 # ---- DCP's priming step: a checkpoint before the first step changes nothing ---------------

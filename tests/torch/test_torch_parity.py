@@ -10,6 +10,7 @@ import re
 import warnings
 
 import pytest
+from same_training import assert_same_models, assert_same_state
 
 torch = pytest.importorskip("torch", reason="the torch backend needs the torch extra")
 
@@ -42,19 +43,6 @@ def train(model, opt, steps, scheduler=None, seed=1):
         opt.step()
         if scheduler is not None:
             scheduler.step()
-
-
-def assert_same_models(a, b):
-    for p, q in zip(a.parameters(), b.parameters()):
-        assert torch.equal(p, q)
-
-
-def assert_same_state(opt_a, opt_b):
-    assert len(opt_a.state) == len(opt_b.state)
-    for sa, sb in zip(opt_a.state.values(), opt_b.state.values()):
-        assert sorted(sa) == sorted(sb)
-        for key in sa:
-            assert torch.equal(sa[key], sb[key]), key
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
