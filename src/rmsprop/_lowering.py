@@ -26,7 +26,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["NO_WEIGHT_DECAY", "Coefficients", "Scalars", "Switches", "bias", "coefficients"]
+__all__ = [
+    "DECOUPLED_WEIGHT_DECAY",
+    "L2_WEIGHT_DECAY",
+    "NO_WEIGHT_DECAY",
+    "Coefficients",
+    "Scalars",
+    "Switches",
+    "bias",
+    "coefficients",
+    "scalars",
+    "switches",
+]
 
 # Switches.weight_decay's values.
 NO_WEIGHT_DECAY, L2_WEIGHT_DECAY, DECOUPLED_WEIGHT_DECAY = 0, 1, 2

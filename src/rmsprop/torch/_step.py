@@ -19,7 +19,6 @@ __all__ = [
     "Hyper",
     "StepTensors",
     "as_real_views",
-    "hyper_from",
     "mark_written",
     "unscale_or_skip",
 ]
@@ -60,11 +59,6 @@ def _check_hyper_is_config() -> None:
 
 
 _check_hyper_is_config()
-
-
-def hyper_from(values: dict[str, Any]) -> Hyper:
-    """A `Hyper` from a mapping of Config field names (extra keys ignored)."""
-    return Hyper(*(values[name] for name in STEP_FIELDS))
 
 
 class StepTensors(NamedTuple):
