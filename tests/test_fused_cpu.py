@@ -175,3 +175,58 @@ def test_read_only_parameters_and_bad_thread_counts_are_refused_before_any_chang
     with pytest.raises(ValueError, match="RMSPROP_NUM_THREADS must be a positive integer"):
         opt.step([np.ones(3)])
     assert opt.state[0].step == 0 and np.array_equal(opt.params[0], np.ones(3))
+
+
+# ---- one result however the tables' shares are spread ---------------------------------
+
+
+def table_trajectory(config, dtype, spread, monkeypatch, steps=3):
+    """θ, v (m, b) after ``steps`` of one address table over SIZES, run by ``spread``: "one"
+    (one thread), "pool" (two threads of the Python pool) or "tbb" (two of Numba's TBB)."""
+    from rmsprop._lowering import coefficients, switches
+
+    monkeypatch.setenv("RMSPROP_CPU_THREADS", "pool" if spread == "pool" else "auto")
+    monkeypatch.setattr(_fused_cpu, "SERIAL_BELOW", 4 * _fused_cpu.CHUNK)
+    monkeypatch.setattr(_fused_cpu, "SERIAL_BELOW_POOL", 4 * _fused_cpu.CHUNK)
+    if spread == "tbb" and _fused_cpu.threading_layer() != "tbb":
+        pytest.skip("Numba's TBB threading layer is not available here (pip install tbb)")
+    on = switches(config)
+    rng = np.random.default_rng(7)
+    rows = 3 + on.centered + on.momentum
+    arrays = [[rng.standard_normal(n).astype(dtype) for n in SIZES] for _ in range(rows)]
+    arrays[2] = [np.abs(v) for v in arrays[2]]  # a square average is never negative
+    table = _fused_cpu.Table(dtype, SIZES, on.centered, on.momentum)
+    table_rows = [0, 1, 2] + ([3] if on.centered else []) + ([4] if on.momentum else [])
+    for row, listed in zip(table_rows, arrays):
+        table.addresses[row] = [a.ctypes.data for a in listed]
+    launches = spy_on_launches(monkeypatch)
+    monkeypatch.setattr(_fused_cpu, "_pool", None)
+    for step in range(1, steps + 1):
+        table.set_coefficients(coefficients(config, step))
+        _fused_cpu.run((), [table], threads=1 if spread == "one" else 2)
+    assert launches["tbb"] == (steps if spread == "tbb" else 0)
+    assert (_fused_cpu._pool is not None) == (spread == "pool")  # a second thread took a share
+    return [a for listed in arrays for a in listed]
+
+
+def spy_on_launches(monkeypatch):
+    """Counts `parallel_table_kernel`'s launches (those TBB's threads took) in ``["tbb"]``."""
+    launches = {"tbb": 0}
+    kernel = _fused_cpu.parallel_table_kernel
+
+    def counted(*args):
+        launches["tbb"] += 1
+        kernel(*args)
+
+    monkeypatch.setattr(_fused_cpu, "parallel_table_kernel", counted)
+    return launches
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("config", RULES.values(), ids=list(RULES))
+def test_tables_spread_over_tbb_or_the_pool_give_the_bits_of_one_thread(config, dtype, monkeypatch):
+    one = table_trajectory(config, np.dtype(dtype), "one", monkeypatch)
+    for spread in ("pool", "tbb"):
+        spread_out = table_trajectory(config, np.dtype(dtype), spread, monkeypatch)
+        for a, b in zip(spread_out, one):
+            np.testing.assert_array_equal(a, b, err_msg=spread)

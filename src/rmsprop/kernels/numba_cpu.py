@@ -12,10 +12,23 @@ extra cost: multiplying by 1 or adding 0 is exact.
 float32 and float64 tensors go through a `Table` of their addresses: one
 kernel call per thread updates all of them, so a step's host work does not
 grow with the number of tensors. Small steps run inline; large ones are split
-into equal shares spread over a small thread pool (the kernel releases the
-GIL). 16-bit tensors are `Task`s, converted chunk by chunk into thread-local
-float32 buffers that stay in cache, so the math is float32 and memory is still
-crossed once.
+into equal shares, each thread taking one. 16-bit tensors are `Task`s,
+converted chunk by chunk into thread-local float32 buffers that stay in cache,
+so the math is float32 and memory is still crossed once.
+
+Which threads take the shares (`threading_layer()`):
+
+- ``"tbb"``: Numba's TBB threading layer runs a ``prange`` over the shares
+  (`parallel_table_kernel`, a few microseconds a launch). It needs the ``tbb``
+  package (in the ``fast`` extra) and is used only where TBB is, or will be,
+  the layer Numba itself uses: TBB is safe under fork and when several Python
+  threads step at once. Numba's other layers are not (GNU OpenMP does not
+  survive a fork, workqueue aborts on concurrent launches), so a user's
+  ``NUMBA_THREADING_LAYER=omp`` or ``workqueue`` keeps the pool, and this
+  module never starts them.
+- ``"pool"``: a small Python thread pool (the kernel releases the GIL), about
+  0.07 ms a round trip on a 2-core machine. It takes the 16-bit tasks always,
+  and the tables without TBB or with ``RMSPROP_CPU_THREADS=pool``.
 
 Both backends launch it: `rmsprop.numpy` on arrays, `rmsprop.torch` on the
 memory of CPU tensors. Its per-tensor scalars are `rmsprop._lowering`'s
@@ -24,10 +37,15 @@ memory of CPU tensors. Its per-tensor scalars are `rmsprop._lowering`'s
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import importlib
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,14 +57,17 @@ __all__ = [
     "CHUNK",
     "KERNEL_DTYPES",
     "SERIAL_BELOW",
+    "SERIAL_BELOW_POOL",
     "WHY_UNAVAILABLE",
     "Table",
     "Task",
     "as_array",
     "num_threads",
+    "parallel_table_kernel",
     "run",
     "table_kernel",
     "task",
+    "threading_layer",
     "wait_for_warm_up",
     "warm_up",
     "warm_up_in_background",
@@ -68,10 +89,16 @@ AVAILABLE = numba is not None
 # and, for 16-bit tensors, to keep the float32 buffers in cache. 32768 is also
 # PyTorch's intra-op grain size, so its dtype conversions stay single-threaded.
 CHUNK = 1 << 15
-# Below this many elements in a step, one thread does it: waking a second one
-# costs about 0.1 ms here (2-core machine: 262K elements ran faster on one
-# thread, 524K on two).
-SERIAL_BELOW = 3 << 17
+# Below this many elements in a table, one thread does it where TBB's threads take the
+# shares. One float32 tensor, plain rule, one thread inline against two TBB threads, medians
+# in µs (2-core machine, 2026-12-05): 16K 5.1 / 7.2, 32K 10.0 / 10.2, 48K 15.2 / 12.3,
+# 64K 20.6 / 15.3, 128K 39.8 / 25.4, 256K 76.7 / 43.7. Under load from other processes
+# two threads gained nothing up to 256K, but lost only the ~2 µs launch: a TBB thread that
+# is late leaves its share to the caller, where a pool thread is waited for.
+SERIAL_BELOW = 1 << 16
+# The same for the Python pool, whose hand-off costs about 0.1 ms here (2-core machine:
+# 262K elements ran faster on one thread, 524K on two).
+SERIAL_BELOW_POOL = 3 << 17
 PIECES_PER_THREAD = 2
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -159,6 +186,25 @@ else:
     table_kernel = None
 
 
+def _parallel_table_kernel_source(
+    addresses: Any, rows: Any, bounds: Any, c: Any, m_marker: Any, b_marker: Any
+) -> None:
+    # Share k is rows[bounds[k]:bounds[k + 1]]; Numba's threads take one share each.
+    for share in numba.prange(bounds.size - 1):
+        table_kernel(addresses, rows[bounds[share] : bounds[share + 1]], c, m_marker, b_marker)
+
+
+# Compiling this (or loading it from the cache) starts Numba's threading layer: only after
+# `_tbb_ready()` has said yes.
+parallel_table_kernel: Any = (
+    numba.njit(parallel=True, nogil=True, cache=True, error_model="numpy", boundscheck=False)(
+        _parallel_table_kernel_source
+    )
+    if AVAILABLE
+    else None
+)
+
+
 class Table:
     """Same-dtype tensors one kernel call per thread updates, reached through their addresses.
 
@@ -181,6 +227,7 @@ class Table:
         marker = np.zeros(0, self.dtype)
         self.markers = (marker if grad_avg else None, marker if momentum else None)
         self._shares: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._packed: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def set_coefficients(self, c: Coefficients, bias: Iterable[float] | None = None) -> None:
         """Every tensor's coefficients: ``c``, with one ``bias`` per tensor if given."""
@@ -188,12 +235,25 @@ class Table:
         if bias is not None:
             self.coefficients[:, _BIAS] = np.fromiter(bias, np.float64, len(self.numels))
 
-    def shares(self, threads: int) -> list[np.ndarray]:
-        """Each thread's (tensor, start, stop) rows: about the same number of elements each."""
-        key = (threads, SERIAL_BELOW)
+    def shares(self, threads: int, serial_below: int | None = None) -> list[np.ndarray]:
+        """Each thread's (tensor, start, stop) rows: about the same number of elements each;
+        one share below ``serial_below`` elements (default `SERIAL_BELOW`)."""
+        serial_below = SERIAL_BELOW if serial_below is None else serial_below
+        key = (threads, serial_below)
         found = self._shares.get(key)
         if found is None:
-            found = self._shares[key] = _split(self.numels, threads, SERIAL_BELOW)
+            found = self._shares[key] = _split(self.numels, threads, serial_below)
+        return found
+
+    def packed_shares(self, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """`shares` as `parallel_table_kernel` takes them: all rows, and where each share
+        starts (share k is ``rows[bounds[k]:bounds[k + 1]]``)."""
+        key = (threads, SERIAL_BELOW)
+        found = self._packed.get(key)
+        if found is None:
+            shares = self.shares(threads)
+            bounds = np.cumsum([0] + [len(rows) for rows in shares], dtype=np.int64)
+            found = self._packed[key] = (np.concatenate(shares), bounds)
         return found
 
 
@@ -248,17 +308,48 @@ def as_array(c: Coefficients, dtype: Any) -> np.ndarray:
 
 def run(tasks: Sequence[Task] = (), tables: Sequence[Table] = (), threads: int = 0) -> None:
     """Runs the tasks and tables: inline when small, else spread over ``threads`` (or
-    `num_threads()`)."""
-    global _pool, _pool_size
+    `num_threads()`): the tables by Numba's TBB threads where `threading_layer()` is "tbb",
+    the rest by a Python thread pool."""
     threads = threads or num_threads()
+    if tables and threads > 1 and _tbb_ready():
+        _run_tables_on_tbb(tables, min(threads, numba.config.NUMBA_NUM_THREADS))
+        tables = ()
+    _run_on_the_pool(tasks, tables, threads)
+
+
+def _run_tables_on_tbb(tables: Sequence[Table], threads: int) -> None:
+    # Numba's thread count belongs to the calling thread: set for these launches (when it
+    # differs: 2 µs), then put back.
+    before = numba.get_num_threads()
+    if before == threads:
+        _launch_tables(tables, threads)
+        return
+    numba.set_num_threads(threads)
+    try:
+        _launch_tables(tables, threads)
+    finally:
+        numba.set_num_threads(before)
+
+
+def _launch_tables(tables: Sequence[Table], threads: int) -> None:
+    for table in tables:
+        rows, bounds = table.packed_shares(threads)
+        if bounds.size == 2:  # one share: inline, no launch
+            table_kernel(table.addresses, rows, table.coefficients, *table.markers)
+        else:
+            parallel_table_kernel(table.addresses, rows, bounds, table.coefficients, *table.markers)
+
+
+def _run_on_the_pool(tasks: Sequence[Task], tables: Sequence[Table], threads: int) -> None:
+    global _pool, _pool_size
     work: list[list[tuple[Callable[..., None], tuple[Any, ...]]]] = [[] for _ in range(threads)]
     for table in tables:
-        for thread, rows in enumerate(table.shares(threads)):
+        for thread, rows in enumerate(table.shares(threads, SERIAL_BELOW_POOL)):
             work[thread].append(
                 (table_kernel, (table.addresses, rows, table.coefficients, *table.markers))
             )
     total = sum(len(t.arrays[0]) for t in tasks)
-    if threads == 1 or total < SERIAL_BELOW:
+    if threads == 1 or total < SERIAL_BELOW_POOL:
         work[0] += [(_run_range, (t, 0, len(t.arrays[0]))) for t in tasks]
     elif tasks:
         # A few pieces per thread: enough to balance, few enough that the Python
@@ -342,8 +433,11 @@ def num_threads(limit: int | None = None) -> int:
     threads after it starts (16 workers on 16 cores, one thread each) is followed at once.
 
     Raises:
-        ValueError: ``RMSPROP_NUM_THREADS`` is set to anything but a positive integer.
+        ValueError: ``RMSPROP_NUM_THREADS`` is set to anything but a positive integer, or
+            ``RMSPROP_CPU_THREADS`` to anything but ``auto`` or ``pool`` (checked here so
+            that a step fails before any write).
     """
+    _forced_pool()
     configured = os.environ.get("RMSPROP_NUM_THREADS")
     if configured:
         if not configured.strip().isdigit() or int(configured) < 1:
@@ -373,6 +467,134 @@ def _cgroup_cpus(path: str = "/sys/fs/cgroup/cpu.max") -> int:
 _CGROUP_CPUS = _cgroup_cpus()  # fixed for the process's life (a fork stays in its cgroup)
 
 
+def threading_layer() -> str:
+    """Which threads take the float32/float64 tables' shares in this process: ``"tbb"``
+    (Numba's TBB threading layer) or ``"pool"`` (a Python thread pool).
+
+    "tbb" where TBB is installed (the ``tbb`` package, in the ``fast`` extra) and is, or will
+    be, the layer Numba itself uses, unless ``RMSPROP_CPU_THREADS=pool``. Asked first from a
+    thread other than the main one, before anything started Numba's layer, it says "pool"
+    for now: the layer is started from the main thread only (see `_decide_tbb`).
+
+    Raises:
+        ValueError: ``RMSPROP_CPU_THREADS`` is set to anything but ``auto`` or ``pool``.
+    """
+    return "tbb" if _tbb_ready() else "pool"
+
+
+def _forced_pool() -> bool:
+    chosen = os.environ.get("RMSPROP_CPU_THREADS", "").strip().lower()
+    if chosen in ("", "auto"):
+        return False
+    if chosen == "pool":
+        return True
+    raise ValueError(f"RMSPROP_CPU_THREADS must be 'auto' or 'pool', got {chosen!r}")
+
+
+_tbb: bool | None = None  # whether this process spreads tables with TBB; None: not decided
+_tbb_lock = threading.Lock()
+
+
+def _tbb_ready() -> bool:
+    global _tbb
+    if _forced_pool():
+        return False
+    if _tbb is None:
+        with _tbb_lock:
+            if _tbb is None:
+                decided = _decide_tbb()
+                if decided is None:
+                    return False
+                _tbb = decided
+    return _tbb
+
+
+def _decide_tbb() -> bool | None:
+    """Whether Numba's threading layer is, or can now be started as, TBB; None when only the
+    main thread may start it. Never starts another layer: the user's NUMBA_THREADING_LAYER
+    (omp, workqueue) is theirs, GNU OpenMP does not survive a fork, and workqueue aborts
+    when two threads launch at once."""
+    if not AVAILABLE:
+        return False
+    running = _running_layer()
+    if running is not None:
+        return running == "tbb"
+    if not (_numba_picks_tbb_first() and _tbb_loaded()):
+        return False
+    # Numba's TBB fork handler can only stop TBB's threads before a fork (so that the child
+    # can start its own) from the thread that started the layer: make that the main one.
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    numba.get_num_threads()  # starts the layer
+    return _running_layer() == "tbb"
+
+
+def _running_layer() -> str | None:
+    try:
+        return str(numba.threading_layer())
+    except ValueError:  # not started yet
+        return None
+
+
+def _numba_picks_tbb_first() -> bool:
+    """Whether Numba's layer setting takes TBB when TBB loads (a sure no for omp, workqueue,
+    or a priority list that puts another layer first)."""
+    chosen = str(numba.config.THREADING_LAYER).lower()
+    if chosen == "default":
+        return list(numba.config.THREADING_LAYER_PRIORITY)[:1] == ["tbb"]
+    return chosen in ("tbb", "safe", "threadsafe", "forksafe")
+
+
+_TBB_LIBRARY = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib", "win32": "tbb12.dll"}
+_TBB_OLDEST = 12060  # TBB 2021.6's interface version: the oldest Numba's TBB layer takes
+
+
+@functools.cache
+def _tbb_loaded() -> bool:
+    """Whether a TBB runtime that Numba's layer takes is loaded, loading it where needed.
+
+    Numba's TBB module links TBB by name, with no search path. pip installs the ``tbb``
+    wheel's library in the environment's ``lib`` folder, which the loader searches in a
+    conda environment (through Python's own run path) but not in a virtual environment or
+    a user install. Loaded once by its full path, the library answers every later request
+    for its name, Numba's included.
+    """
+    name = _TBB_LIBRARY.get(sys.platform)
+    if name is None:
+        return False
+    try:
+        library = ctypes.CDLL(name)
+    except OSError:
+        path = _installed_tbb(name)
+        if path is None:
+            return False
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            return False
+    version = library.TBB_runtime_interface_version
+    version.restype = ctypes.c_int
+    if version() < _TBB_OLDEST:  # Numba would refuse it and fall back to another layer
+        return False
+    try:
+        importlib.import_module("numba.np.ufunc.tbbpool")  # built into Numba's wheels
+    except ImportError:
+        return False
+    return True
+
+
+def _installed_tbb(name: str) -> str | None:
+    """Where the ``tbb`` package put its library ``name``, if it is installed."""
+    try:
+        files = metadata.files("tbb") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == name:
+            return str(file.locate())
+    return None
+
+
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
@@ -380,20 +602,35 @@ _pool_size = 0
 Variant = tuple[Any, bool, bool]  # (kernel dtype, with m, with b): one compiled table kernel
 
 
-def warm_up(variants: Iterable[Variant] | None = None) -> None:
+def warm_up(variants: Iterable[Variant] | None = None, parallel: bool | None = None) -> None:
     """Loads the table kernel's ``variants`` (default: every dtype and buffer combination) from
     Numba's on-disk cache (compiling them, once per machine, where the cache is cold), by
-    running each over no tensors. A fresh process pays this once: about half a second, mostly
-    Numba's own start, then milliseconds a variant.
+    running each over no tensors; with ``parallel`` (default: when steps here will take
+    Numba's TBB threads), their `parallel_table_kernel` too. A fresh process pays this once:
+    about half a second, mostly Numba's own start, then milliseconds a variant.
     """
     if not AVAILABLE:
         return
     if variants is None:
         variants = [(d, m, b) for d in KERNEL_DTYPES for m in (False, True) for b in (False, True)]
+    if parallel is None:
+        parallel = _steps_take_tbb()
     no_rows = np.zeros((0, 3), np.int64)
+    no_shares = np.zeros(1, np.int64)
     for dtype, grad_avg, momentum in variants:
         table = Table(dtype, [], grad_avg, momentum)
         table_kernel(table.addresses, no_rows, table.coefficients, *table.markers)
+        if parallel:
+            parallel_table_kernel(
+                table.addresses, no_rows, no_shares, table.coefficients, *table.markers
+            )
+
+
+def _steps_take_tbb() -> bool:
+    try:
+        return num_threads() > 1 and _tbb_ready()
+    except ValueError:  # a bad RMSPROP_* setting: the step itself says so, before any write
+        return False
 
 
 def warm_up_in_background(variants: Iterable[Variant]) -> None:
@@ -401,6 +638,10 @@ def warm_up_in_background(variants: Iterable[Variant]) -> None:
     worker's set-up (its environment, its first forward pass) hides the kernel's loading; a
     step that comes first waits for what is left (Numba's dispatcher holds a lock while it
     loads). Only the variants a step will take: the others would compete with it for a core.
+
+    Called from the main thread, it starts Numba's TBB layer there first (a few
+    milliseconds) when steps will take it: the background thread must not be the one that
+    starts it (see `_decide_tbb`).
     """
     if not AVAILABLE:
         return
@@ -410,7 +651,10 @@ def warm_up_in_background(variants: Iterable[Variant]) -> None:
         if not new:
             return
         _warmed.update(new)
-        thread = threading.Thread(target=warm_up, args=(new,), name="rmsprop-warm-up", daemon=True)
+        parallel = _steps_take_tbb()
+        thread = threading.Thread(
+            target=warm_up, args=(new, parallel), name="rmsprop-warm-up", daemon=True
+        )
         _warming.append(thread)
         thread.start()
 
@@ -425,18 +669,30 @@ def wait_for_warm_up() -> None:
 _warming: list[threading.Thread] = []
 _warmed: set[Variant] = set()
 _warming_lock = threading.Lock()
+_forking_from_main = True
 
 
-def _forget_the_pool() -> None:
+def _before_fork() -> None:
+    global _forking_from_main
+    wait_for_warm_up()
+    _forking_from_main = threading.current_thread() is threading.main_thread()
+
+
+def _after_fork_in_child() -> None:
     # A forked child inherits the pool object but none of its threads: a task submitted
-    # to it would wait forever. The child starts its own on first use.
-    global _pool, _pool_size, _warming_lock
+    # to it would wait forever. The child starts its own on first use. Numba restarts TBB's
+    # threads in the child only after a fork from the thread that started them (the main
+    # one): after any other, the child keeps to the pool.
+    global _pool, _pool_size, _warming_lock, _tbb, _tbb_lock
     _pool, _pool_size = None, 0
     _warming_lock = threading.Lock()
+    _tbb_lock = threading.Lock()
+    if not _forking_from_main and _tbb:
+        _tbb = False
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=wait_for_warm_up, after_in_child=_forget_the_pool)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _balanced_groups(pieces: Sequence[Piece], total: int, groups: int) -> list[list[Piece]]:
