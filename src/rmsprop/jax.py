@@ -48,11 +48,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax  # type: ignore[import-untyped]
 
-from rmsprop import flavors
+from rmsprop import flavors, quantization
 from rmsprop._config import Config, with_rule
 from rmsprop._not_given import NotGiven
 
-__all__ = ["RMSpropState", "rmsprop"]
+__all__ = ["QuantizedArray", "RMSpropState", "rmsprop"]
 
 Tree = Any  # a pytree of arrays (``None`` and empty subtrees allowed)
 Scalar = Any  # a Python number or a 0-d array, maybe traced (optax.inject_hyperparams)
@@ -81,6 +81,20 @@ class _Defaults:
     maximize: Any = NotGiven(False)
 
 
+class QuantizedArray(NamedTuple):
+    """A state buffer in 8-bit blocks (`rmsprop.quantization`'s format).
+
+    Attributes:
+        codes: uint8, one per element of the parameter's real view (its shape,
+            with a trailing axis of 2 for a complex parameter: real, imaginary);
+            ``codes.ravel()`` are `rmsprop.quantization.quantize`'s codes.
+        scales: float32, one per block of 256 elements of ``codes.ravel()``.
+    """
+
+    codes: jax.Array
+    scales: jax.Array
+
+
 class RMSpropState(NamedTuple):
     """The state of `rmsprop`: a step count and the running averages.
 
@@ -91,6 +105,11 @@ class RMSpropState(NamedTuple):
     wider and returned in the gradients' dtype.) For complex
     parameters, the real and imaginary parts of each buffer belong to the real
     and imaginary parts of the parameter.
+
+    With ``state_dtype``, each buffer is stored over the parameter's real view
+    (shape, plus a trailing axis of 2 if complex): in bfloat16, or in 8 bits as
+    a `QuantizedArray` (a subtree of two arrays in place of the leaf), or in
+    float32 for parameters too small to quantize (fewer than 4096 reals).
 
     Attributes:
         count: the number of updates so far, an int32 scalar; it stops at the
@@ -136,6 +155,7 @@ def rmsprop(
     decoupled_weight_decay: bool = _Defaults.decoupled_weight_decay,
     lr_in_momentum: bool = _Defaults.lr_in_momentum,
     maximize: bool = _Defaults.maximize,
+    state_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""RMSprop as an optax transformation, drop-in for `optax.rmsprop`, in every flavor.
 
@@ -190,6 +210,15 @@ def rmsprop(
         lr_in_momentum: accumulate η·u in the momentum buffer (optax, TF)
             rather than u (PyTorch) (default: True).
         maximize: ascend the objective instead of descending it (default: False).
+        state_dtype: how the averages and the momentum buffer are stored:
+            ``None`` (the default: the parameters' dtype, float32 for bfloat16
+            and float16), ``jnp.bfloat16`` (or ``"bfloat16"``: 2 bytes per
+            element) or ``"8bit"`` (about 1 byte: 256-element blocks with a
+            float32 scale each; parameters with fewer than 4096 real elements
+            keep float32). The math is float32 either way, and the new buffers
+            are rounded stochastically, with `rmsprop.quantization`'s random
+            numbers, so small changes are not lost. See that module for the
+            format, and docs/low-memory.md.
 
     Returns:
         An `optax.GradientTransformationExtraArgs` whose state is an
@@ -197,7 +226,8 @@ def rmsprop(
 
     Raises:
         ValueError, TypeError: an unknown flavor or an invalid setting (checked
-            by `rmsprop.Config`, whose message names the field).
+            by `rmsprop.Config`, whose message names the field), or an unknown
+            ``state_dtype``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -208,7 +238,15 @@ def rmsprop(
         >>> updates, state = opt.update(jnp.array([1.0, -2.0]), opt.init(params), params)
         >>> print(updates)  # TF1: v starts at 1, ε = 1e-10 inside the root
         [-0.001 0.001]
+
+        8-bit state: a uint8 code per element and a float32 scale per 256.
+
+        >>> opt = rmsprop(1e-3, momentum=0.9, state_dtype="8bit")
+        >>> state = opt.init(jnp.zeros((64, 128)))
+        >>> state.nu.codes.dtype, state.nu.codes.shape, state.nu.scales.shape
+        (dtype('uint8'), (64, 128), (32,))
     """
+    state_format = _state_format(state_dtype)
     given = _given_fields(
         learning_rate=learning_rate,
         decay=decay,
@@ -232,7 +270,7 @@ def rmsprop(
     hyper.update({name: _number(given[name]) for name in _NUMERIC_FIELDS if name in given})
     # optax keeps a momentum buffer for any number, 0 included; a flavor for μ > 0.
     has_trace = given["momentum"] is not None if "momentum" in given else config.momentum > 0
-    return _transformation(config, hyper, has_trace)
+    return _transformation(config, hyper, has_trace, state_format)
 
 
 rmsprop.__doc__ = with_rule(rmsprop.__doc__)
@@ -271,18 +309,43 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _state_format(state_dtype: Any) -> str | None:
+    """``None``, ``"bfloat16"`` or ``"8bit"``; anything else raises at construction."""
+    if state_dtype is None:
+        return None
+    if isinstance(state_dtype, str) and state_dtype == "8bit":
+        return "8bit"
+    try:
+        dtype = jnp.dtype(state_dtype)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype == jnp.bfloat16:
+        return "bfloat16"
+    raise ValueError(
+        f"state_dtype must be None, jnp.bfloat16 (or 'bfloat16') or '8bit', got {state_dtype!r}"
+    )
+
+
 def _transformation(
-    config: Config, hyper: dict[str, Any], has_trace: bool
+    config: Config, hyper: dict[str, Any], has_trace: bool, state_format: str | None
 ) -> optax.GradientTransformationExtraArgs:
     learning_rate, decay = hyper["lr"], hyper["decay"]
     needs_params = config.weight_decay != 0
 
+    def buffers(params: Tree, value: Scalar, which: int) -> Tree:
+        if state_format is None:
+            return jax.tree.map(lambda p: _full_like(p, value), params)
+        seed = _seed(jnp.zeros([], jnp.int32), which)  # step 0, as the spec's init
+        return jax.tree.map(
+            lambda p: _low_memory_full_like(p, value, state_format, which, seed), params
+        )
+
     def init_fn(params: Tree) -> RMSpropState:
         return RMSpropState(
             count=jnp.zeros([], jnp.int32),
-            nu=jax.tree.map(lambda p: _full_like(p, hyper["initial_square_avg"]), params),
-            mu=jax.tree.map(lambda p: _full_like(p, 0), params) if config.centered else None,
-            trace=jax.tree.map(lambda p: _full_like(p, 0), params) if has_trace else None,
+            nu=buffers(params, hyper["initial_square_avg"], quantization.SQUARE_AVG),
+            mu=buffers(params, 0, quantization.GRAD_AVG) if config.centered else None,
+            trace=buffers(params, 0, quantization.MOMENTUM_BUFFER) if has_trace else None,
         )
 
     def update_fn(
@@ -307,7 +370,13 @@ def _transformation(
             [None] * len(grads) if tree is None else treedef.flatten_up_to(tree)
             for tree in (params if needs_params else None, state.nu, state.mu, state.trace)
         ]
-        results = [_update_leaf(config, step, *leaf) for leaf in zip(grads, *columns)]
+        seeds = tuple(_seed(count, which) for which in _BUFFERS)  # v's, m's and b's
+        results = [
+            _update_leaf(config, step, *leaf)
+            if state_format is None
+            else _update_low_memory_leaf(config, step, seeds, *leaf)
+            for leaf in zip(grads, *columns)
+        ]
         new_updates, nu, mu, trace = _transpose(results, 4)
 
         def rebuild(leaves: list[Any], old: Tree | None) -> Tree | None:
@@ -376,6 +445,164 @@ def _update_real(
         None if new_mu is None or mu is None else new_mu.astype(mu.dtype),
         None if new_trace is None or trace is None else new_trace.astype(trace.dtype),
     )
+
+
+# -- low-memory state: rmsprop.quantization's format in jax.numpy ----------------------------
+
+_BUFFERS = (quantization.SQUARE_AVG, quantization.GRAD_AVG, quantization.MOMENTUM_BUFFER)
+_KIND = {quantization.SQUARE_AVG: "unsigned", quantization.GRAD_AVG: "signed",
+         quantization.MOMENTUM_BUFFER: "signed"}  # fmt: skip
+Buffer = Any  # a jax.Array (float32 or bfloat16) or a QuantizedArray
+
+
+def _update_low_memory_leaf(
+    config: Config,
+    step: _Step,
+    seeds: tuple[jax.Array, ...],
+    grad: Any,
+    param: Any,
+    nu: Buffer,
+    mu: Buffer | None,
+    trace: Buffer | None,
+) -> tuple[Any, ...]:
+    """`_update_leaf` with stored buffers: decode to float32, the rule, encode (one pass)."""
+    if grad is None:
+        return None, nu, mu, trace
+    grad = jnp.asarray(grad)
+    theta = None if param is None else _real_view(jnp.asarray(param))
+    update, *new = _update_real(
+        config,
+        step,
+        _real_view(grad),
+        theta,
+        _decode(nu, "unsigned"),  # type: ignore[arg-type]
+        _decode(mu, "signed"),
+        _decode(trace, "signed"),
+    )
+    if jnp.iscomplexobj(grad):
+        update = jax.lax.complex(update[..., 0], update[..., 1])
+    stored = [
+        None if old is None or value is None else _encode_like(old, value, _KIND[which], seed)
+        for old, value, which, seed in zip((nu, mu, trace), new, _BUFFERS, seeds)
+    ]
+    return (update, *stored)
+
+
+def _low_memory_full_like(
+    param: Any, value: Scalar, state_format: str, which: int, seed: jax.Array
+) -> Buffer:
+    """A buffer for ``param`` filled with ``value``, stored as `quantization.init` stores it."""
+    shape = _real_view(jnp.zeros((), jnp.result_type(param))).shape  # () or (2,)
+    values = jnp.full((*jnp.shape(param), *shape), value, jnp.float32)
+    if state_format == "bfloat16":
+        return _round_to_bfloat16(values, seed)
+    if quantization.is_quantized(values.size):
+        return _quantize(values, _KIND[which], seed)
+    return values
+
+
+def _real_view(x: jax.Array) -> jax.Array:
+    """A complex array as pairs of reals on a trailing axis (real, imaginary); reals as is."""
+    return jnp.stack([x.real, x.imag], axis=-1) if jnp.iscomplexobj(x) else x
+
+
+def _decode(buffer: Buffer | None, kind: str) -> jax.Array | None:
+    """A stored buffer as float32, in the real view's shape."""
+    if buffer is None:
+        return None
+    if isinstance(buffer, QuantizedArray):
+        table = jnp.asarray(
+            quantization.UNSIGNED_MAP if kind == "unsigned" else quantization.SIGNED_MAP
+        )
+        blocks = _blocks(buffer.codes.astype(jnp.int32))
+        values = table[blocks] * buffer.scales[:, None]
+        return values.reshape(-1)[: buffer.codes.size].reshape(buffer.codes.shape)
+    decoded: jax.Array = buffer.astype(jnp.float32)
+    return decoded
+
+
+def _encode_like(old: Buffer, values: jax.Array, kind: str, seed: jax.Array) -> Buffer:
+    """``values`` stored in ``old``'s format."""
+    values = values.astype(jnp.float32)
+    if isinstance(old, QuantizedArray):
+        return _quantize(values, kind, seed)
+    if old.dtype == jnp.bfloat16:
+        return _round_to_bfloat16(values, seed)
+    return values
+
+
+def _blocks(flat_or_shaped: jax.Array) -> jax.Array:
+    """The array's elements (C order) as rows of 256, the last padded with zeros."""
+    flat = flat_or_shaped.reshape(-1)
+    padding = -flat.size % quantization.BLOCK
+    return jnp.pad(flat, (0, padding)).reshape(-1, quantization.BLOCK)
+
+
+def _quantize(values: jax.Array, kind: str, seed: jax.Array) -> QuantizedArray:
+    """`rmsprop.quantization.quantize` in jax.numpy: the same codes from the same values."""
+    blocks = _blocks(values)
+    magnitudes = blocks if kind == "unsigned" else jnp.abs(blocks)
+    finite = jnp.all(jnp.isfinite(blocks), axis=1)
+    scales = jnp.where(finite, jnp.max(magnitudes, axis=1), jnp.nan).astype(jnp.float32)
+    usable = (finite & (scales > 0))[:, None]
+    units = jnp.where(usable, blocks / jnp.where(usable, scales[:, None], 1), 0)
+    index = jnp.arange(blocks.size, dtype=jnp.uint32).reshape(blocks.shape)
+    codes = _encode(units, kind, _uniform(seed, index))
+    return QuantizedArray(codes.reshape(-1)[: values.size].reshape(values.shape), scales)
+
+
+def _encode(units: jax.Array, kind: str, random: jax.Array) -> jax.Array:
+    """`rmsprop.quantization.encode`: the closed-form lower neighbour, one correction step,
+    then up where ``random·(hi - lo) < x - lo``."""
+    if kind == "unsigned":
+        table, top = jnp.asarray(quantization.UNSIGNED_MAP), 254
+        magnitude = units
+        guess = jnp.floor(256 * jnp.sqrt(jnp.sqrt(magnitude))) - 1
+    else:
+        table, top = jnp.asarray(quantization.SIGNED_MAP[128:]), 126
+        magnitude = jnp.abs(units)
+        guess = jnp.floor(127 * jnp.sqrt(jnp.sqrt(magnitude)))
+    code = jnp.clip(guess, 0, top).astype(jnp.int32)
+    up = (code < top) & (table[jnp.minimum(code + 1, top + 1)] <= magnitude)
+    down = ~up & (code > 0) & (table[code] > magnitude)
+    code = code + up.astype(jnp.int32) - down.astype(jnp.int32)
+    low, high = table[code], table[code + 1]
+    code = code + (random * (high - low) < magnitude - low).astype(jnp.int32)
+    if kind == "signed":
+        code = jnp.where(units < 0, 128 - code, 128 + code)
+    return code.astype(jnp.uint8)
+
+
+def _round_to_bfloat16(values: jax.Array, seed: jax.Array) -> jax.Array:
+    """`rmsprop.quantization.round_to_bfloat16`, stochastic: add the random bits' upper 16
+    to the float32's bits, clear the lower 16."""
+    bits = jax.lax.bitcast_convert_type(values, jnp.uint32)
+    index = jnp.arange(values.size, dtype=jnp.uint32).reshape(values.shape)
+    noise = _random_bits(seed, index) >> np.uint32(16)
+    rounded = jax.lax.bitcast_convert_type((bits + noise) & np.uint32(0xFFFF0000), jnp.float32)
+    return jnp.where(jnp.isfinite(values), rounded, values).astype(jnp.bfloat16)
+
+
+def _seed(count: jax.Array, which: int) -> jax.Array:
+    """`rmsprop.quantization.stream_seed`: 4·count + buffer, as uint32."""
+    return count.astype(jnp.uint32) * np.uint32(4) + np.uint32(which)
+
+
+def _fmix32(h: jax.Array) -> jax.Array:
+    """MurmurHash3's finalizer (uint32 arithmetic wraps in XLA as in C)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def _random_bits(seed: jax.Array, index: jax.Array) -> jax.Array:
+    return _fmix32(index ^ _fmix32(seed))
+
+
+def _uniform(seed: jax.Array, index: jax.Array) -> jax.Array:
+    return (_random_bits(seed, index) >> np.uint32(8)).astype(jnp.float32) * np.float32(2.0**-24)
 
 
 def _scale(config: Config, s: _Step, nu: jax.Array, mu: jax.Array | None) -> jax.Array:
