@@ -5,20 +5,21 @@ Usage:
 
 Times, on one address table of the DQN network's tensors (1.7M parameters in
 10 tensors): the whole step on one thread; on two threads through the fused
-path's thread pool; one thread's share alone; the pool's round trip with
-almost no work (what handing work to the second thread costs); and, for
-comparison, the same kernel spread by a Numba ``prange`` loop, whose threads
-(OpenMP where available) spin waiting for work. Medians of interleaved
-rounds, one process: quote ratios from one run.
+path's two ways of spreading it, the Python thread pool (``RMSPROP_CPU_THREADS=pool``)
+and Numba's TBB threading layer (`parallel_table_kernel`, the default where the
+``tbb`` package is installed); one thread's share alone; and each way's round
+trip with almost no work (what handing work to the second thread costs). Medians
+of interleaved rounds, one process: quote ratios from one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
-import warnings
 from collections.abc import Callable
+from importlib import metadata
 
 import numba
 import numpy as np
@@ -47,14 +48,13 @@ def main() -> None:
     tiny, _keep_tiny = address_table([64, 64])
     shares = table.shares(2)
 
-    @numba.njit(parallel=True, nogil=True)
-    def spread(addresses, pieces, c):  # type: ignore[no-untyped-def]
-        for i in numba.prange(len(pieces)):
-            kernel.table_kernel(addresses, pieces[i], c, None, None)
+    def spread(by: str, what: kernel.Table) -> Callable[[], object]:
+        def step() -> None:
+            os.environ["RMSPROP_CPU_THREADS"] = by
+            kernel.run((), [what], threads=2)
 
-    typed_shares = numba.typed.List(shares)
-    # prange's unsigned index into the typed list: harmless here.
-    warnings.filterwarnings("ignore", category=numba.NumbaTypeSafetyWarning)
+        return step
+
     cases: dict[str, Callable[[], object]] = {
         "one thread, whole step": lambda: kernel.table_kernel(
             table.addresses, table.shares(1)[0], table.coefficients, None, None
@@ -62,29 +62,38 @@ def main() -> None:
         "one thread's share alone": lambda: kernel.table_kernel(
             table.addresses, shares[0], table.coefficients, None, None
         ),
-        "two threads, thread pool": lambda: kernel.run((), [table]),
-        "pool round trip, no work": lambda: kernel.run((), [tiny]),
-        "two threads, numba prange": lambda: spread(
-            table.addresses, typed_shares, table.coefficients
-        ),
+        "two threads, thread pool": spread("pool", table),
+        "pool round trip, no work": spread("pool", tiny),
     }
-    kernel.num_threads = lambda: 2  # type: ignore[assignment]
-    serial_below = kernel.SERIAL_BELOW
+    layer = kernel.threading_layer()  # (decided here, in the main thread)
+    if layer == "tbb":
+        cases["two threads, TBB"] = spread("auto", table)
+        cases["TBB round trip, no work"] = spread("auto", tiny)
     results: dict[str, list[float]] = {name: [] for name in cases}
-    for step in cases.values():  # warm up, and compile `spread`
-        step()
-    for _ in range(args.rounds):
+    thresholds = kernel.SERIAL_BELOW, kernel.SERIAL_BELOW_POOL
+    for _ in range(args.rounds + 1):  # the first round warms up (and loads the kernels)
         for name, step in cases.items():
-            # The no-work case is split over two threads however small it is.
-            kernel.SERIAL_BELOW = 0 if name.startswith("pool") else serial_below
+            # The no-work cases are split over two threads however small they are.
+            no_work = name.endswith("no work")
+            kernel.SERIAL_BELOW = 0 if no_work else thresholds[0]
+            kernel.SERIAL_BELOW_POOL = 0 if no_work else thresholds[1]
             results[name].append(median_ms(step, args.steps))
-    kernel.SERIAL_BELOW = serial_below
+    kernel.SERIAL_BELOW, kernel.SERIAL_BELOW_POOL = thresholds
+    os.environ.pop("RMSPROP_CPU_THREADS")
 
+    tbb = _version("tbb") if layer == "tbb" else "not used (pip install tbb)"
     print(f"DQN shapes, {sum(numels) / 1e6:.2f}M float32 parameters in {len(numels)} tensors; "
-          f"numba {numba.__version__}, threading layer {numba.threading_layer()}")  # fmt: skip
+          f"numba {numba.__version__}, tbb {tbb}, fused path's layer {layer}")  # fmt: skip
     print("\n| what | median ms |\n|---|---|")
     for name, values in results.items():
-        print(f"| {name} | {statistics.median(values):.3f} |")
+        print(f"| {name} | {statistics.median(values[1:]):.3f} |")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 if __name__ == "__main__":
