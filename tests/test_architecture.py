@@ -110,7 +110,7 @@ LAYERS = [
     ("core", ["rmsprop._config", "rmsprop._not_given", "rmsprop._versions", "rmsprop._lowering"]),
     ("flavors", ["rmsprop.flavors", "rmsprop.translation"]),
     ("kernels", ["rmsprop.kernels"]),
-    ("backends", ["rmsprop.numpy", "rmsprop.jax", "rmsprop.torch"]),
+    ("backends", ["rmsprop.numpy", "rmsprop.quantization", "rmsprop.jax", "rmsprop.torch"]),
     ("package", ["rmsprop"]),
     ("tools", ["rmsprop.benchmark", "rmsprop.cli", "rmsprop.__main__"]),
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from operator import attrgetter, itemgetter
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -16,6 +17,8 @@ from rmsprop._not_given import NotGiven
 from rmsprop.torch import _fused
 from rmsprop.torch._functional import rmsprop
 from rmsprop.torch._fused.settings import LaunchSettings
+from rmsprop.torch._state import Generation, State
+from rmsprop.torch._step import Hyper, StepTensors
 from rmsprop.translation import TARGETS
 
 __all__ = ["RMSprop"]
@@ -218,6 +221,8 @@ class RMSprop(Optimizer):
         self.launch = launch
         self.shared_memory = False  # set by share_memory()
         super().__init__(params, defaults)
+        self.state: State = State()  # (counts its changes: see _take_kept)
+        self._kept: dict[int, _Kept] = {}
         self._prepare_kernels()
 
     @property
@@ -253,6 +258,8 @@ class RMSprop(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.state = State(self.state.items())
+        self._kept = {}
         # Pickled before these options existed (load_state_dict comes here too: keep them).
         self.__dict__.setdefault("state_dtype", None)
         self.__dict__.setdefault("stochastic_rounding", False)
@@ -264,7 +271,7 @@ class RMSprop(Optimizer):
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
             for p in group["params"]:
-                p_state = self.state.get(p, {})
+                p_state: dict[str, Any] = self.state.get(p, {})
                 if p_state and not torch.is_tensor(p_state["step"]):
                     p_state["step"] = _new_step(p, group["capturable"], float(p_state["step"]))
         self._move_steps_to_the_kernel()
@@ -290,6 +297,8 @@ class RMSprop(Optimizer):
         different paths.
         """
         state_dict = super().state_dict()
+        # (Plain dicts: a checkpoint must load where this package is not installed.)
+        state_dict["state"] = {key: dict(value) for key, value in state_dict["state"].items()}
         for group in state_dict["param_groups"]:
             for key, value in _TORCH_VALUES.items():
                 if key in group and group[key] == value:
@@ -390,12 +399,20 @@ class RMSprop(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not isinstance(self.state, State):  # replaced by the user: count its changes too
+            self.state = State(self.state.items())
         if self._is_priming():
             for group in self.param_groups:
                 self._init_group(group, [], [], [], [], [], [])
             return loss
 
-        for group in self.param_groups:
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        compiling = torch.compiler.is_compiling()
+        for index, group in enumerate(self.param_groups):
+            kept = None if compiling else self._kept.get(index)
+            if kept is not None and self._take_kept(kept, group, grad_scale, found_inf):
+                continue
             params: list[Tensor] = []
             grads: list[Tensor] = []
             square_avgs: list[Tensor] = []
@@ -420,13 +437,67 @@ class RMSprop(Optimizer):
                 fused=fused,
                 capturable=group["capturable"],
                 differentiable=group["differentiable"],
-                grad_scale=getattr(self, "grad_scale", None),
-                found_inf=getattr(self, "found_inf", None),
+                grad_scale=grad_scale,
+                found_inf=found_inf,
                 stochastic_rounding=self.stochastic_rounding,
                 launch=self.launch,
                 **{field: group[_GROUP_KEY[field]] for field in STEP_FIELDS},
             )
+            if fused and not compiling and len(params) == len(group["params"]):
+                tensors = StepTensors(params, grads, square_avgs, grad_avgs, buffers, steps)
+                self._keep(index, group, tensors)
         return loss
+
+    def _keep(self, index: int, group: dict[str, Any], tensors: StepTensors) -> None:
+        """Keeps the fused step a group just took, to take it again while nothing changes."""
+        self._kept.pop(index, None)
+        hyper = _hyper(group)
+        step = _fused.keep_step(tensors, hyper, self.launch)
+        if step is not None:
+            generation = self.state.generation
+            self._kept[index] = _Kept(
+                group,
+                group["params"],
+                len(group["params"]),
+                generation,
+                generation.value,
+                self._path(group),
+                step,
+                tensors.params[0].is_cuda,
+            )
+
+    def _path(self, group: dict[str, Any]) -> tuple[Any, ...]:
+        """What decides a group's path and lists, beside its tensors."""
+        return (
+            *_PATH_GETTER(group),
+            group["momentum"] > 0,
+            self.launch,
+            self.stochastic_rounding,
+        )
+
+    def _take_kept(
+        self,
+        kept: _Kept,
+        group: dict[str, Any],
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> bool:
+        """Takes the group's kept fused step if its parameters, options and state are the ones
+        it was kept for (see `rmsprop.torch._fused.KeptStep` for what else it checks);
+        False, having changed nothing, if not."""
+        params = group["params"]
+        if (
+            kept.group is not group
+            or kept.params is not params
+            or len(params) != kept.size
+            or kept.generation is not self.state.generation
+            or kept.generation_value != kept.generation.value
+            or self._path(group) != kept.path
+            or (kept.cuda and torch.cuda.is_current_stream_capturing())
+        ):
+            return False
+        grads = list(map(_GRAD, params))
+        return kept.step.run(grads, _hyper(group), grad_scale, found_inf, self.stochastic_rounding)
 
     def _is_priming(self) -> bool:
         """Whether this step finds no state, every group's lr 0 and every gradient exactly
@@ -607,6 +678,29 @@ class RMSprop(Optimizer):
                 raise ValueError(f"state_dict['state'] has an entry {key!r} for no parameter")
             p, group = param_of[key]
             _check_param_state(f"state_dict['state'][{key!r}]", entry, p, group)
+
+
+class _Kept(NamedTuple):
+    """A param group's kept fused step, and what it was kept for."""
+
+    group: dict[str, Any]
+    params: list[Tensor]  # the group's list, and its length
+    size: int
+    generation: Generation  # the state dicts' counter, and its value
+    generation_value: int
+    path: tuple[Any, ...]
+    step: _fused.KeptStep
+    cuda: bool
+
+
+_GRAD = attrgetter("grad")
+# The group keys that choose a path and the state lists (with momentum > 0).
+_PATH_GETTER = itemgetter("foreach", "fused", "differentiable", "capturable", "centered")
+_HYPER_KEYS = tuple(_GROUP_KEY[field] for field in STEP_FIELDS)
+
+
+def _hyper(group: dict[str, Any]) -> Hyper:
+    return Hyper(*map(group.__getitem__, _HYPER_KEYS))
 
 
 def _check_param_state(where: str, entry: Any, p: Tensor, group: dict[str, Any]) -> None:

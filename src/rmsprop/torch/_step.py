@@ -80,9 +80,11 @@ class StepTensors(NamedTuple):
         return StepTensors(*([ts[i] for i in indices] if ts else [] for ts in self))
 
     def written(self, unscaled: bool) -> list[Tensor]:
-        """What a step writes in place: parameters, state, step counts, and the gradients
-        when it unscales them (autograd's version counters must hear of it)."""
-        return [t for ts in (self if unscaled else self[:1] + self[2:]) for t in ts]
+        """What a kernel's step writes that autograd may have saved: the parameters, and the
+        gradients when it unscales them (their version counters must move, as an in-place
+        op's would; the state's, which no graph holds, are left: at a hundred tensors,
+        moving them costs more than the rest of an unchanged step's checks)."""
+        return [*self.params, *self.grads] if unscaled else list(self.params)
 
     def used_by(self, hyper: Hyper) -> StepTensors:
         """These lists, with the ones ``hyper``'s rule doesn't use emptied."""

@@ -34,18 +34,20 @@ from torch import Tensor
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from rmsprop._versions import release
-from rmsprop.torch._fused.settings import LaunchSettings
-from rmsprop.torch._step import Hyper, StepTensors, unscale_or_skip
+from rmsprop.torch._fused.settings import DEFAULT_LAUNCH, LaunchSettings
+from rmsprop.torch._step import Hyper, StepTensors, mark_written, unscale_or_skip
 
 __all__ = [
     "KERNELS",
     "ONE_OP",
     "FusedKernel",
+    "KeptStep",
     "call_op",
     "check_fused",
     "choose_path",
     "fused_kernel",
     "fused_step",
+    "keep_step",
     "on_device",
     "prepare",
     "why_not_fused",
@@ -227,6 +229,134 @@ def fused_step(
             )
         elif unscale_or_skip(picked.grads, grad_scale, found_inf):
             launcher.fused_rmsprop(picked, hyper)
+
+
+class KeptStep:
+    """A param group's fused step, kept to be taken again while its tensors stay the same.
+
+    The optimizer keeps one per param group after a fused step, with the lists
+    of parameters and state it gathered (gathering them costs a dict lookup per
+    tensor) and the launcher's plan (address tables, launches). An unchanged
+    step then costs a few mapped C calls per tensor, to check what the kernel
+    trusts:
+
+    - every parameter and state tensor still has the address it had (a
+      parameter whose ``.data`` was replaced, or moved by ``model.to()``, has
+      not; the optimizer builds a new kept step whenever its state dicts change);
+    - every gradient has the dtype, size and layout it had and no lazy
+      negation (or conjugation, for complex parameters), and its new address
+      goes into the tables. Its device is the parameter's: autograd's ``.grad``
+      setter refuses any other, and a tensor whose memory was replaced by
+      ``grad.data = ...`` has another address and is checked as above.
+
+    `run` returns False when any check fails, having changed nothing: the
+    caller then takes the full step, which builds a new plan.
+    """
+
+    def __init__(self, kernel: FusedKernel, plan: Any, tensors: StepTensors) -> None:
+        self.kernel = kernel
+        self.launcher = _launcher(kernel.name)
+        self.plan = plan
+        params, grads, square_avgs, grad_avgs, buffers, steps = tensors
+        self.tensors = tensors
+        # Addresses the kernel trusts: the step counts' too where it counts on the device.
+        held = [params, square_avgs, grad_avgs, buffers, *([steps] if kernel.on_device else [])]
+        self.held = [t for ts in held for t in ts]
+        self.addresses = list(map(Tensor.data_ptr, self.held))
+        # Contiguous parameters have contiguous gradients (then checked as such, faster).
+        self.contiguous = all(map(Tensor.is_contiguous, grads)) and all(
+            map(Tensor.is_contiguous, params)
+        )
+        self.complex = any(map(Tensor.is_complex, params))
+        self.layout = self._layout(grads)
+        # What the step marks written (see `StepTensors.written`), by aliases that share
+        # the parameters' version counters: moving a plain tensor's counter is 3x cheaper.
+        written = params if kernel.on_device else plan.written(params)
+        self.written = [p.detach() for p in written]
+        self.counted = [] if kernel.on_device else self.launcher.counted_steps(plan, tensors)
+
+    def _layout(self, grads: list[Tensor]) -> Any:
+        """What is checked of the gradients beyond their addresses (mapped C calls): all a
+        plan assumed, which ``grad.data = ...`` may change behind the ``.grad`` setter."""
+        dtypes = list(map(_DTYPE, grads))
+        if self.contiguous and not self.complex:
+            # dtype, size, contiguity: the memory layout strides would give, cheaper.
+            return (
+                dtypes,
+                list(map(Tensor.numel, grads)),
+                all(map(Tensor.is_contiguous, grads)),
+                any(map(Tensor.is_neg, grads)),
+            )
+        return (
+            dtypes,
+            list(map(_SHAPE, grads)),
+            list(map(Tensor.stride, grads)),
+            list(map(Tensor.is_neg, grads)),
+            list(map(Tensor.is_conj, grads)),
+        )
+
+    def run(
+        self,
+        grads: list[Any],
+        hyper: Hyper,
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+        stochastic_rounding: bool,
+    ) -> bool:
+        """Takes the step with these gradients (the parameters' ``.grad``, in order) if nothing
+        the plan assumed changed; False, having changed nothing, if anything did."""
+        try:
+            addresses = list(map(Tensor.data_ptr, grads))
+        except (TypeError, RuntimeError):  # a None gradient, or one without memory
+            return False
+        if (
+            self._layout(grads) != self.layout
+            or list(map(Tensor.data_ptr, self.held)) != self.addresses
+        ):
+            return False
+        plan = self.plan
+        if plan.grads != addresses:
+            plan.point_grads(addresses)
+        params, _, square_avgs, grad_avgs, buffers, steps = self.tensors
+        tensors = StepTensors(params, grads, square_avgs, grad_avgs, buffers, steps)
+        if self.kernel.on_device:
+            self.launcher.run(plan, tensors, hyper, grad_scale, found_inf, stochastic_rounding)
+        elif unscale_or_skip(grads, grad_scale, found_inf):
+            self.launcher.run(plan, tensors, hyper, self.counted)
+        else:
+            return True  # GradScaler found an inf: the step changes nothing
+        mark_written(self.written if grad_scale is None else [*self.written, *grads])
+        return True
+
+
+def keep_step(
+    tensors: StepTensors, hyper: Hyper, launch: LaunchSettings | None = None
+) -> KeptStep | None:
+    """A `KeptStep` of the fused step these tensors just took (the lists ``hyper``'s rule
+    uses), or None where none can be kept: tensors on several device types, tensor
+    subclasses, tensors the kernel does not take, a step being compiled or captured."""
+    params = tensors.params
+    if not params or torch.compiler.is_compiling():
+        return None
+    device_types = _device_types(params)
+    if len(device_types) != 1:
+        return None
+    everything = [t for ts in tensors for t in ts]
+    if not {*map(type, everything)} <= _PLAIN_TYPES:
+        return None
+    kernel = fused_kernel(device_types[0])
+    launcher = _launcher(kernel.name)
+    tensors = tensors.used_by(hyper)
+    if kernel.on_device:
+        plan = launcher.plan_to_keep(tensors, DEFAULT_LAUNCH if launch is None else launch)
+    else:
+        plan = launcher.plan_to_keep(tensors)
+    return None if plan is None else KeptStep(kernel, plan, tensors)
+
+
+_PLAIN_TYPES = frozenset((Tensor, torch.nn.Parameter))
+_DTYPE = attrgetter("dtype")
+_SHAPE = attrgetter("shape")
 
 
 # The op: its scalars are Hyper's fields (a schema takes no tuples), lr as a float or a tensor.

@@ -33,7 +33,7 @@ from rmsprop.torch._fused.plans import (
 from rmsprop.torch._reference import single_tensor_rmsprop
 from rmsprop.torch._step import Hyper, StepTensors, as_real_views, mark_written
 
-__all__ = ["fused_rmsprop", "prepare", "unsupported_reason"]
+__all__ = ["counted_steps", "fused_rmsprop", "plan_to_keep", "prepare", "run", "unsupported_reason"]
 
 # Real dtypes whose memory the kernel updates directly, and its dtype for them.
 _DIRECT = {torch.float32: np.float32, torch.float64: np.float64}
@@ -67,18 +67,33 @@ def fused_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:
         return
     if not kernel.AVAILABLE:
         raise RuntimeError(kernel.WHY_UNAVAILABLE)
-    hyper = hyper._replace(lr=float(hyper.lr))
-    # (A bad RMSPROP_NUM_THREADS fails here, before any write.)
-    threads = kernel.num_threads(limit=torch.get_num_threads())
     tensors = tensors.used_by(hyper)
     params, grads, square_avgs, m, b, state_steps = tensors
     key = identity(params, square_avgs, m, b, state_steps)
     plan = cached_plan(_plans, key, grads, lambda: _build_plan(tensors))
+    run(plan, tensors, hyper)
+    # The kernel writes behind autograd's back: tell it, as an in-place op would
+    # (16-bit tensors are written back by copy_, which does).
+    mark_written(plan.written(params))
 
+
+def run(
+    plan: _Plan, tensors: StepTensors, hyper: Hyper, counted: list[Tensor] | None = None
+) -> None:
+    """Steps ``tensors`` (the lists ``hyper`` uses) by ``plan``, its gradient rows current;
+    the caller marks what the tables wrote. ``counted``: the step counts the plan advances
+    (`counted_steps`), if the caller kept them."""
+    lr = hyper.lr
+    if not isinstance(lr, float):
+        hyper = hyper._replace(lr=float(lr))
+    # (A bad RMSPROP_NUM_THREADS fails here, before any write.)
+    threads = kernel.num_threads(limit=torch.get_num_threads())
+    state_steps = tensors.state_steps
     if plan.leftover:  # first: if it raises, the kernel's tensors are still untouched
         picked = tensors.pick(plan.leftover)
         single_tensor_rmsprop(picked, hyper, capturable=False, differentiable=False)
-    counted = [state_steps[i] for i in plan.counted]
+    if counted is None:
+        counted = counted_steps(plan, tensors)
     if counted:
         torch._foreach_add_(counted, _ONE, alpha=1.0)
     if hyper.bias_correction or plan.rule != hyper:
@@ -90,10 +105,21 @@ def fused_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:
             table.set_coefficients(c, bias)
         plan.rule = None if hyper.bias_correction else hyper
     tasks = [_converted_task(tensors, i, hyper) for i in plan.converted]
-    kernel.run(tasks, [table for table, _ in plan.tables], threads)
-    # The kernel writes behind autograd's back: tell it, as an in-place op would
-    # (16-bit tensors are written back by copy_, which does).
-    mark_written(plan.written(params, square_avgs, m, b))
+    kernel.run(tasks, plan.kernel_tables, threads)
+
+
+def plan_to_keep(tensors: StepTensors) -> _Plan | None:
+    """The plan a step of these tensors (the lists its rule uses) just took, for a caller that
+    will step the same tensors again with `run` (None: it has tensors the kernel does not
+    take, which the single-tensor path steps)."""
+    params, _, square_avgs, m, b, state_steps = tensors
+    plan = _plans.get(identity(params, square_avgs, m, b, state_steps))
+    return None if plan is None or plan.leftover else plan
+
+
+def counted_steps(plan: _Plan, tensors: StepTensors) -> list[Tensor]:
+    """The step counts ``plan`` advances (the kernel's tensors', not the leftovers')."""
+    return [tensors.state_steps[i] for i in plan.counted]
 
 
 class _Plan:
@@ -115,6 +141,7 @@ class _Plan:
         self.converted = converted
         self.leftover = leftover
         self.counted = sorted([i for _, indices in tables for i in indices] + converted)
+        self.kernel_tables = [table for table, _ in tables]
         self.grads: list[int] = []
         self.signatures: tuple[list[Any], ...] = ()
         self.rule: Hyper | None = None  # the rule the tables' coefficients hold
@@ -124,9 +151,9 @@ class _Plan:
             table.addresses[kernel.GRAD] = [addresses[i] for i in indices]
         self.grads = addresses
 
-    def written(self, *lists: list[Tensor]) -> list[Tensor]:
-        """The tensors of ``lists`` (parameters, then state) that the tables update."""
-        return [ts[i] for ts in lists if ts for _, indices in self.tables for i in indices]
+    def written(self, params: list[Tensor]) -> list[Tensor]:
+        """The parameters the tables update (see `StepTensors.written`)."""
+        return [params[i] for _, indices in self.tables for i in indices]
 
 
 # Plans keyed by the identity of the parameters and their state.

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rmsprop._lowering import Scalars, scalars, switches
+from rmsprop._lowering import Scalars, Switches, scalars, switches
 from rmsprop.kernels import triton as kernel
 from rmsprop.torch._fused.plans import (
     addressable,
@@ -41,7 +41,7 @@ from rmsprop.torch._fused.settings import DEFAULT_LAUNCH, LaunchSettings
 from rmsprop.torch._reference import reference_step
 from rmsprop.torch._step import Hyper, StepTensors, mark_written
 
-__all__ = ["fused_rmsprop", "prepare", "unsupported_reason"]
+__all__ = ["fused_rmsprop", "plan_to_keep", "prepare", "run", "unsupported_reason"]
 
 
 def prepare(params: list[Tensor], centered: bool, momentum: bool) -> None:
@@ -139,6 +139,8 @@ class _Launch:
         self.tables = _upload(self.host_tables, self.device)
         self.tickets = torch.zeros(self.n_tensors, dtype=torch.int32, device=self.device)
         self.aligned = _aligned(columns)
+        # Compile-time arguments by (switches, flags): built once, most steps repeat them.
+        self.compiled_for: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def point_grads(self, addresses: list[int]) -> None:
         """Uploads the gradients' row (``addresses``, in step order) if they moved."""
@@ -151,6 +153,7 @@ class _Launch:
         host_tables = _pinned(torch.tensor(columns, dtype=torch.int64), self.device)
         self.tables.copy_(host_tables, non_blocking=True)
         self.columns, self.host_tables, self.aligned = columns, host_tables, _aligned(columns)
+        self.compiled_for = {}  # (ALIGNED may have changed)
 
 
 def _pinned(values: Tensor, device: torch.device) -> Tensor:
@@ -214,19 +217,42 @@ def fused_rmsprop(
     """
     if not tensors.params:
         return
+    tensors = tensors.used_by(hyper)
+    plan = _plan_for(tensors, settings)
+    run(plan, tensors, hyper, grad_scale, found_inf, stochastic_rounding)
+    # The kernel writes behind autograd's back: tell it, as an in-place op would.
+    mark_written(tensors.written(grad_scale is not None))
+
+
+def run(
+    plan: _Plan,
+    tensors: StepTensors,
+    hyper: Hyper,
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+    stochastic_rounding: bool,
+) -> None:
+    """Steps ``tensors`` (the lists ``hyper`` uses) by ``plan``, its gradient rows current;
+    the caller marks what it wrote."""
     lr = hyper.lr
     if isinstance(lr, Tensor) and lr.device.type != tensors.params[0].device.type:
         hyper = hyper._replace(lr=lr.item())  # a host scalar: no sync
-    tensors = tensors.used_by(hyper)
-    plan = _plan_for(tensors, settings)
     for launch in plan.launches:
         _launch(launch, hyper, grad_scale, found_inf, stochastic_rounding)
-    # The kernel writes behind autograd's back: tell it, as an in-place op would.
-    mark_written(tensors.written(grad_scale is not None))
     if plan.rest:
         reference_step(tensors.pick(plan.rest), hyper, grad_scale, found_inf, foreach=True)
     if plan.looped:
         reference_step(tensors.pick(plan.looped), hyper, grad_scale, found_inf, foreach=False)
+
+
+def plan_to_keep(tensors: StepTensors, settings: LaunchSettings) -> _Plan | None:
+    """The plan a step of these tensors (the lists its rule uses) just took, for a caller that
+    will step the same tensors again with `run` (None: it has no plan worth keeping, as one
+    with tensors the kernel does not take, or one a CUDA graph is capturing)."""
+    if tensors.params[0].is_cuda and torch.cuda.is_current_stream_capturing():
+        return None
+    plan = _plan_for(tensors, settings)
+    return None if plan.rest or plan.looped else plan
 
 
 def _plan_for(tensors: StepTensors, settings: LaunchSettings) -> _Plan:
@@ -325,12 +351,22 @@ def _launch(
     if isinstance(lr, Tensor):
         # Read where it lies, so a captured graph sees later changes (and nothing syncs).
         lr_ptr = lr if lr.dtype in STEP_DTYPES else lr.float()
-        lr_ptr, lr = lr_ptr.to(device, non_blocking=True), 0.0
+        lr_ptr, hyper = lr_ptr.to(device, non_blocking=True), hyper._replace(lr=0.0)
     if grad_scale is not None:
         grad_scale = grad_scale.to(device, torch.float32, non_blocking=True)
     if found_inf is not None:
         found_inf = found_inf.to(device, torch.float32, non_blocking=True)
-    s, compiled_for = _launch_arguments(hyper._replace(lr=lr))
+    s, on = _launch_arguments(hyper)
+    flags = (
+        on,
+        lr_ptr is not None,
+        grad_scale is not None,
+        found_inf is not None,
+        stochastic_rounding and launch.param_dtype == torch.bfloat16,
+    )
+    compiled_for = launch.compiled_for.get(flags)
+    if compiled_for is None:
+        compiled_for = launch.compiled_for[flags] = _compile_time_arguments(launch, *flags)
     with _CurrentDevice(device):
         kernel.rmsprop_kernel[(launch.n_blocks,)](
             launch.tables,
@@ -342,28 +378,41 @@ def _launch(
             grad_scale,
             found_inf,
             *s,
-            PARAM=_TL_DTYPES[launch.param_dtype],
-            GRAD=_TL_DTYPES[launch.grad_dtype],
-            STATE=_TL_DTYPES[launch.state_dtype],
-            STEP=_TL_DTYPES[launch.step_dtype],
             **compiled_for,
-            LR_ON_DEVICE=lr_ptr is not None,
-            GRAD_SCALE=grad_scale is not None,
-            FOUND_INF=found_inf is not None,
-            STOCHASTIC=stochastic_rounding and launch.param_dtype == torch.bfloat16,
-            ALIGNED=launch.aligned,
-            BLOCK=launch.block,
-            num_warps=launch.settings.num_warps,
-            enable_fp_fusion=False,
         )
 
 
+def _compile_time_arguments(
+    launch: _Launch,
+    on: Switches,
+    lr_on_device: bool,
+    grad_scale: bool,
+    found_inf: bool,
+    stochastic: bool,
+) -> dict[str, Any]:
+    """The kernel's compile-time arguments for a launch: the rule's switches as MAXIMIZE=...,
+    the tensors' dtypes, what the launch reads on the device, the launch settings."""
+    return dict(
+        **{name.upper(): value for name, value in on._asdict().items()},
+        PARAM=_TL_DTYPES[launch.param_dtype],
+        GRAD=_TL_DTYPES[launch.grad_dtype],
+        STATE=_TL_DTYPES[launch.state_dtype],
+        STEP=_TL_DTYPES[launch.step_dtype],
+        LR_ON_DEVICE=lr_on_device,
+        GRAD_SCALE=grad_scale,
+        FOUND_INF=found_inf,
+        STOCHASTIC=stochastic,
+        ALIGNED=launch.aligned,
+        BLOCK=launch.block,
+        num_warps=launch.settings.num_warps,
+        enable_fp_fusion=False,
+    )
+
+
 @functools.lru_cache(maxsize=64)
-def _launch_arguments(hyper: Hyper) -> tuple[Scalars, dict[str, Any]]:
-    """The rule's scalars, and its switches as the kernel's compile-time arguments
-    (MAXIMIZE=..., ...); cached, since most steps repeat the last one's rule."""
-    on = switches(hyper)
-    return scalars(hyper), {name.upper(): value for name, value in on._asdict().items()}
+def _launch_arguments(hyper: Hyper) -> tuple[Scalars, Switches]:
+    """The rule's scalars and switches; cached, since most steps repeat the last one's rule."""
+    return scalars(hyper), switches(hyper)
 
 
 class _CurrentDevice:
