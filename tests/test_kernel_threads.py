@@ -320,3 +320,28 @@ def test_a_fresh_process_takes_tbb_where_installed():
         pytest.skip("Numba's TBB threading layer is not available here (pip install tbb)")
     assert numba_layer == "tbb"
     assert value == _table_step(2.0)[0]
+
+
+@needs_numba
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="fork is Linux's")
+def test_forks_while_another_python_thread_steps_leave_working_children(monkeypatch):
+    # Numba cannot stop TBB's threads before these forks (the stepping thread holds on to
+    # TBB: it prints "Unable to join threads"), yet each child's TBB must still run.
+    monkeypatch.setenv("RMSPROP_CPU_THREADS", "auto")
+    require_tbb()
+    value, _ = _table_step(2.0)
+    stop = threading.Event()
+    table, _arrays = _table(BIG, 1.0)
+
+    def stepper() -> None:
+        while not stop.is_set():
+            numba_cpu.run((), [table], threads=2)
+
+    busy = threading.Thread(target=stepper)
+    busy.start()
+    try:
+        reports = [_report_from_child(mp.get_context("fork"), "auto") for _ in range(4)]
+    finally:
+        stop.set()
+        busy.join(TIMEOUT)
+    assert reports == [(value, "tbb")] * 4
