@@ -161,6 +161,44 @@ def test_stateful_class_matches_the_functions():
         rnp.RMSprop([[1.0]])
 
 
+def _replace_a_state_array(opt):
+    opt.state[1] = opt.state[1]._replace(square_avg=opt.state[1].square_avg.copy())
+
+
+def _replace_a_parameter(opt):
+    opt.params[0] = opt.params[0].copy()
+
+
+@pytest.mark.parametrize(
+    "change", [None, _replace_a_state_array, _replace_a_parameter], ids=["none", "state", "param"]
+)
+@pytest.mark.parametrize("flavor", ["pytorch", "tensorflow", "dqn"])
+def test_the_fused_class_keeps_its_tables_only_while_its_arrays_stay(flavor, change):
+    pytest.importorskip("numba", reason="the fused CPU kernel needs the fast extra (numba)")
+    config = rmsprop.flavor(flavor, momentum=0.5, bias_correction=True)
+    rng = np.random.default_rng(1)
+    shapes = [(3, 4), (5,), (2, 2)]
+    dtypes = [np.float32, np.float64, np.complex128]
+    params = [
+        (rng.normal(size=s) + (1j if d is np.complex128 else 0)).astype(d)
+        for s, d in zip(shapes, dtypes)
+    ]
+    fused = rnp.RMSprop([p.copy() for p in params], config, fused=True)
+    reference = rnp.RMSprop([p.copy() for p in params], config, fused=False)
+    for step in range(6):
+        grads = [rng.normal(size=p.shape).astype(p.dtype) for p in params]
+        if step == 2:
+            grads[1] = None  # its step count falls behind: bias correction differs per tensor
+        if step == 3 and change is not None:
+            change(fused)
+            change(reference)
+        fused.step(grads)
+        reference.step(grads)
+    for got, expected in zip(fused.params, reference.params):
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert [leaf.step for leaf in fused.state] == [6, 5, 6]
+
+
 @pytest.mark.parametrize("fused", [False, True], ids=["reference", "fused"])
 @pytest.mark.parametrize(
     ("grads", "message"),

@@ -31,6 +31,7 @@ import numpy as np
 
 from rmsprop import flavors as _flavors
 from rmsprop._config import Config
+from rmsprop._lowering import bias as _bias
 from rmsprop._lowering import coefficients
 
 __all__ = ["LeafState", "RMSprop", "init", "update"]
@@ -221,6 +222,7 @@ class RMSprop:
         base = config if config is not None else _flavors.flavor(flavor)
         self.config = base.replace(**overrides)
         self.state: list[LeafState] = init(self.params, self.config)
+        self._kept_tables: tuple[list[int], list[Any], list[Any]] | None = None
         self.fused = False
         if fused is not False:
             from rmsprop.kernels import numba_cpu  # loads Numba: only when asked for
@@ -256,6 +258,7 @@ class RMSprop:
         # Without bias correction every tensor shares one set of coefficients.
         shared = None if config.bias_correction else coefficients(config, step=1)
         tasks = []
+        direct: list[tuple[int, np.ndarray]] = []  # float32/float64: through address tables
         computed = {}  # arrays the kernel can't take: the reference's results, committed below
         for i, (param, grad) in enumerate(zip(self.params, grads)):
             if grad is None:
@@ -267,18 +270,63 @@ class RMSprop:
             if flat is None:
                 computed[i] = _update_leaf(param, grad, leaf, self.config)
                 continue
-            c = shared or coefficients(config, step=leaf.step + 1)
             if flat[0].dtype in numba_cpu.KERNEL_DTYPES:
-                tasks.append((i, numba_cpu.task(flat, numba_cpu.as_array(c, flat[0].dtype))))
-            else:  # float16: float32 math
-                tasks.append((i, numba_cpu.task(flat, numba_cpu.as_array(c, np.float32), _copy)))
+                direct.append((i, flat[1]))
+                continue
+            c = shared or coefficients(config, step=leaf.step + 1)  # float16: float32 math
+            tasks.append((i, numba_cpu.task(flat, numba_cpu.as_array(c, np.float32), _copy)))
+        tables = self._tables([i for i, _ in direct]) if direct else []
+        gradients = dict(direct)
+        for table, indices in tables:
+            table.addresses[numba_cpu.GRAD] = [gradients[i].ctypes.data for i in indices]
+            bias = None
+            if config.bias_correction:
+                bias = (_bias(config.decay, self.state[i].step + 1) for i in indices)
+            table.set_coefficients(shared or coefficients(config, step=1), bias)
         # Nothing has changed yet; from here on nothing can fail.
         for i, (new_param, new_leaf) in computed.items():
             self.params[i][...] = new_param
             self.state[i] = new_leaf
-        for i, _ in tasks:
+        for i in [i for i, _ in tasks] + [i for i, _ in direct]:
             self.state[i] = self.state[i]._replace(step=self.state[i].step + 1)
-        numba_cpu.run([t for _, t in tasks], threads=threads)
+        numba_cpu.run([t for _, t in tasks], [table for table, _ in tables], threads=threads)
+
+    def _tables(self, indices: list[int]) -> list[tuple[Any, list[int]]]:
+        """Address tables of these parameters and their state, per dtype: built when the
+        arrays change, else the last step's (whose gradient rows the step fills in)."""
+        from rmsprop.kernels import numba_cpu
+
+        # Held with the tables, so that no array they point into can be freed (nor its id
+        # reused) while they are kept; NumPy won't resize an array so referenced.
+        held: list[tuple[Any, ...]] = [(self.params[i], *self.state[i][1:]) for i in indices]
+        key = [id(a) for arrays in held for a in arrays]
+        if self._kept_tables is not None and self._kept_tables[0] == key:
+            return self._kept_tables[2]
+        by_dtype: dict[Any, list[int]] = {}
+        for position, arrays in enumerate(held):
+            by_dtype.setdefault(arrays[0].real.dtype, []).append(position)
+        rows = (numba_cpu.PARAM, numba_cpu.SQUARE_AVG, numba_cpu.GRAD_AVG, numba_cpu.BUFFER)
+        tables = []
+        for dtype, positions in by_dtype.items():
+            params, square_avgs, grad_avgs, buffers = zip(*(held[k] for k in positions))
+            # (Which buffers the kernel updates: those the state has, as `update` does.)
+            centered, momentum = _all_present(grad_avgs), _all_present(buffers)
+            table = numba_cpu.Table(dtype, [_as_real_size(p) for p in params], centered, momentum)
+            for row, arrays in zip(rows, (params, square_avgs, grad_avgs, buffers)):
+                if _all_present(arrays):
+                    table.addresses[row] = [a.ctypes.data for a in arrays]
+            tables.append((table, [indices[k] for k in positions]))
+        self._kept_tables = (key, held, tables)
+        return tables
+
+
+def _all_present(arrays: Iterable[np.ndarray | None]) -> bool:
+    return all(a is not None for a in arrays)  # (`None in arrays` would compare elementwise)
+
+
+def _as_real_size(a: np.ndarray) -> int:
+    """Elements of an array's memory as reals (a complex number is two)."""
+    return a.size * (2 if a.dtype.kind == "c" else 1)
 
 
 def _flat_views(arrays: list[np.ndarray | None]) -> list[Any] | None:
