@@ -228,7 +228,7 @@ def test_one_step_from_the_same_state_is_within_one_code_of_the_oracle(state_dty
                 differing.append(np.mean(a != b))
                 steps += 1
     assert steps > 2 * len(ONE_STEP_CASES) * STEPS
-    assert np.mean(differing) < 1e-3  # seen: 0 (8-bit), 0 (bfloat16)
+    assert np.mean(differing) < 1e-3  # seen: 0 (8-bit: the same codes), 2e-5 (bfloat16)
     assert sum(far) <= 2, far
 
 
