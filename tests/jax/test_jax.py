@@ -254,6 +254,7 @@ def test_signature_is_optax_rmsprop_plus_keyword_only_extras() -> None:
         "decoupled_weight_decay",
         "lr_in_momentum",
         "maximize",
+        "state_dtype",
     }
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in extras)
 
@@ -263,7 +264,7 @@ def test_defaults_are_the_optax_flavor() -> None:
     defaults = {
         name: p.default
         for name, p in inspect.signature(jax_rmsprop).parameters.items()
-        if name not in ("learning_rate", "flavor")
+        if name not in ("learning_rate", "flavor", "state_dtype")  # (no Config field)
     }
     config = rmsprop.flavor("optax")
     for name, default in defaults.items():
