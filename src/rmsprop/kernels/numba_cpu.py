@@ -572,7 +572,9 @@ def _tbb_loaded() -> bool:
             library = ctypes.CDLL(path)
         except OSError:
             return False
-    version = library.TBB_runtime_interface_version
+    version = getattr(library, "TBB_runtime_interface_version", None)  # TBB 2021 and later
+    if version is None:
+        return False
     version.restype = ctypes.c_int
     if version() < _TBB_OLDEST:  # Numba would refuse it and fall back to another layer
         return False
