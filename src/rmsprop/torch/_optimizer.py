@@ -12,11 +12,13 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT, _use_grad_for_differentiable
 
 from rmsprop import flavors
+from rmsprop import quantization as q
 from rmsprop._config import FIELD_NAMES, STEP_FIELDS, Config
 from rmsprop._not_given import NotGiven
-from rmsprop.torch import _fused
+from rmsprop.torch import _fused, _lowmem
 from rmsprop.torch._functional import rmsprop
 from rmsprop.torch._fused.settings import LaunchSettings
+from rmsprop.torch._reference import reference_step
 from rmsprop.torch._state import Generation, State
 from rmsprop.torch._step import Hyper, StepTensors
 from rmsprop.translation import TARGETS
@@ -25,7 +27,9 @@ __all__ = ["RMSprop"]
 
 # Config fields under the names torch.optim.RMSprop gives them in param groups.
 _GROUP_KEY = {name: ("alpha" if name == "decay" else name) for name in FIELD_NAMES}
-_STATE_KEYS = ("step", "square_avg", "momentum_buffer", "grad_avg")
+_BUFFER_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
+_SCALES_KEYS = tuple(map(_lowmem.scales_key, _BUFFER_KEYS))  # an 8-bit buffer's block scales
+_STATE_KEYS = ("step", *_BUFFER_KEYS, *_SCALES_KEYS)
 # The param-group keys torch.optim.RMSprop lacks, with the value its rule implies: a
 # state dict leaves a key out where it holds that value, and a missing one means it.
 _TORCH_VALUES: dict[str, Any] = {_GROUP_KEY[f]: v for f, v in TARGETS["pytorch"].fixed.items()}
@@ -106,14 +110,24 @@ class RMSprop(Optimizer):
         eps_in_sqrt, initial_square_avg, nesterov, lr_in_momentum,
         bias_correction, decoupled_weight_decay: the `Config` fields of the
             same name; ``None`` takes the flavor's value.
-        state_dtype: the dtype of the averages and the momentum buffer, e.g.
-            ``torch.float32`` beside bfloat16 parameters; ``None`` keeps the
-            parameter's dtype, as PyTorch does (default: None). Complex
-            parameters keep complex state.
-        stochastic_rounding: round bfloat16 parameters up or down at random,
-            with probability given by the distance, instead of to nearest, so
-            small updates survive on average (the fused Triton kernel only)
-            (default: False).
+        state_dtype: how the averages and the momentum buffer are stored: a
+            floating dtype, e.g. ``torch.float32`` beside bfloat16 parameters or
+            ``torch.bfloat16`` beside float32 ones; ``"8bit"``, about one byte per
+            element (`rmsprop.quantization`'s format: for a parameter of at least
+            4096 real elements, ``state[key]`` is a uint8 tensor of codes in the
+            parameter's real-view shape and ``state[key + "_scales"]`` its float32
+            block scales, one per 256; smaller parameters keep float32 state); or
+            ``None``, the parameter's dtype, as PyTorch does (default: None).
+            Complex parameters keep complex state (8-bit: codes of their real
+            view). State narrower than the parameter's math is decoded, stepped
+            in float32 (or the parameter's wider dtype) and stored again: see
+            ``docs/low-memory.md``.
+        stochastic_rounding: round what is stored in bfloat16 up or down at
+            random, with probability given by the distance, instead of to
+            nearest, so small updates survive on average: bfloat16 state beside
+            wider parameters (`rmsprop.quantization.round_to_bfloat16`'s numbers,
+            on every path), and bfloat16 parameters (the fused Triton kernel only)
+            (default: False). 8-bit state is always rounded stochastically.
         launch: the Triton kernel's launch settings, `rmsprop.torch.LaunchSettings`
             (elements and warps per program), to tune it for a GPU; ``None``
             keeps its defaults (default: None).
@@ -155,7 +169,7 @@ class RMSprop(Optimizer):
         lr_in_momentum: bool | None = None,
         bias_correction: bool | None = None,
         decoupled_weight_decay: bool | None = None,
-        state_dtype: torch.dtype | None = None,
+        state_dtype: torch.dtype | str | None = None,
         stochastic_rounding: bool = False,
         launch: LaunchSettings | None = None,
     ) -> None:
@@ -205,18 +219,26 @@ class RMSprop(Optimizer):
                 f"fused=True cannot be combined with "
                 f"{'foreach=True' if foreach else 'differentiable=True'}"
             )
-        if state_dtype is not None and not (
-            isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point
-        ):
-            raise TypeError(f"state_dtype must be a floating torch.dtype or None: {state_dtype!r}")
+        state_format = _state_format(state_dtype)
+        if state_format == "8bit" and differentiable:
+            raise ValueError(
+                "state_dtype='8bit' cannot be combined with differentiable=True: "
+                "its codes are rounded at random, which autograd cannot go through"
+            )
         if launch is not None and not isinstance(launch, LaunchSettings):
             raise TypeError(f"launch must be a LaunchSettings or None, got {launch!r}")
         if not isinstance(stochastic_rounding, bool):
             raise TypeError(f"stochastic_rounding must be a bool, got {stochastic_rounding!r}")
-        if stochastic_rounding and (fused is False or foreach or differentiable):
-            raise ValueError("stochastic_rounding=True needs the fused kernel (fused=True or None)")
+        if stochastic_rounding and differentiable:
+            raise ValueError("stochastic_rounding=True cannot be combined with differentiable=True")
+        if stochastic_rounding and (fused is False or foreach) and state_format != torch.bfloat16:
+            # (bfloat16 parameters only: bfloat16 state is rounded on every path)
+            raise ValueError(
+                "stochastic_rounding=True needs the fused kernel (fused=True or None), "
+                "or state_dtype=torch.bfloat16"
+            )
         # Optimizer-wide, not param-group keys: kept by pickling (see __getstate__).
-        self.state_dtype = state_dtype
+        self.state_dtype: torch.dtype | str | None = state_format
         self.stochastic_rounding = stochastic_rounding
         self.launch = launch
         self.shared_memory = False  # set by share_memory()
@@ -318,10 +340,15 @@ class RMSprop(Optimizer):
         optimizer has (a state dict's ``foreach=None`` would otherwise turn a
         ``foreach=False`` optimizer into a fused one).
 
+        The state is loaded in this optimizer's format: 8-bit codes and scales as they are
+        into an optimizer with ``state_dtype="8bit"``, float buffers quantized there (with
+        the seed ``stream_seed(step, buffer)`` of the step they were saved at), and 8-bit
+        buffers decoded to float32 by an optimizer with float state.
+
         Everything is checked before anything changes: a state dict with the
         wrong structure, an invalid hyperparameter, or a state tensor of the
-        wrong shape or dtype raises `ValueError` and leaves this optimizer as
-        it was.
+        wrong shape or dtype (8-bit codes or their scales included) raises
+        `ValueError` and leaves this optimizer as it was.
         """
         self._check_state_dict(state_dict)
         state_dict = {
@@ -331,14 +358,12 @@ class RMSprop(Optimizer):
                 for saved, group in zip(state_dict["param_groups"], self.param_groups)
             ],
         }
+        # Converted first (a negative average of squares can't be quantized): before any change.
+        state_dict, own = self._in_own_format(state_dict)
         shared = {p: dict(s) for p, s in self.state.items()} if self.shared_memory else {}
         super().load_state_dict(state_dict)
-        if self.state_dtype is not None:
-            # torch casts floating state to the parameter's dtype; keep ours.
-            for p_state in self.state.values():
-                for key in _STATE_KEYS[1:]:
-                    if key in p_state and not p_state[key].is_complex():
-                        p_state[key] = p_state[key].to(self.state_dtype)
+        for p, buffers in own.items():
+            self.state[p].update({key: self._as_stored(p, key, v) for key, v in buffers.items()})
         if self.shared_memory:
             # The workers hold the shared tensors: load into them, not beside them.
             for p, p_state in self.state.items():
@@ -348,6 +373,102 @@ class RMSprop(Optimizer):
                         p_state[key] = kept.copy_(value)
                     else:
                         value.share_memory_()
+
+    def _in_own_format(
+        self, state_dict: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[Tensor, dict[str, Tensor]]]:
+        """A checked state dict with its buffers in this optimizer's format: (the state dict
+        without the buffers a ``state_dtype`` sets, those buffers by parameter). torch's load
+        casts the buffers it is given to the parameter's dtype: the rest keep theirs.
+
+        Raises:
+            ValueError: a float average of squares with negative values, to be quantized.
+        """
+        param_of = {
+            key: p
+            for saved, group in zip(state_dict["param_groups"], self.param_groups)
+            for key, p in zip(saved["params"], group["params"])
+        }
+        state: dict[Any, Any] = {}
+        own: dict[Tensor, dict[str, Tensor]] = {}
+        for key, entry in state_dict["state"].items():
+            p, entry = param_of[key], dict(entry)
+            for name in _BUFFER_KEYS:
+                if name not in entry:
+                    continue
+                value, scales_key = entry[name], _lowmem.scales_key(name)
+                if self._quantizes(p):
+                    scales = entry.pop(scales_key, None)
+                    if value.dtype != torch.uint8:
+                        where = f"state_dict['state'][{key!r}][{name!r}]"
+                        step = int(float(entry["step"]))
+                        value, scales = self._quantized(where, p, value, name, step)
+                    own.setdefault(p, {}).update({name: value, scales_key: scales})
+                    del entry[name]
+                    continue
+                if value.dtype == torch.uint8:
+                    value = _lowmem.dequantize_buffer(value, entry.pop(scales_key), name, p)
+                if self.state_dtype is not None:
+                    own.setdefault(p, {})[name] = value
+                    del entry[name]
+                else:
+                    entry[name] = value
+            state[key] = entry
+        return {**state_dict, "state": state}, own
+
+    def _as_stored(self, p: Tensor, key: str, value: Tensor) -> Tensor:
+        """A loaded state tensor on p's device; a float buffer in this optimizer's dtype."""
+        if key in _SCALES_KEYS or value.dtype == torch.uint8:
+            return value.to(p.device)
+        return value.to(device=p.device, dtype=self._state_dtype(p))
+
+    @staticmethod
+    def _quantized(
+        where: str, p: Tensor, value: Tensor, name: str, step: int
+    ) -> tuple[Tensor, Tensor]:
+        if name == "square_avg" and not value.is_complex() and bool((value < 0).any()):
+            raise ValueError(f"{where} has negative values: not an average of squares")
+        return _lowmem.quantize_buffer(value.to(p.device), name, step)
+
+    def full_precision_state_dict(self) -> dict[str, Any]:
+        """`state_dict` with every buffer in float32 (or the parameter's wider dtype), which
+        `torch.optim.RMSprop` (or this class with float state) loads.
+
+        8-bit buffers are decoded (their ``_scales`` keys dropped), bfloat16 and float16
+        ones widened; the rest is `state_dict`'s.
+
+        Example:
+            >>> import torch
+            >>> from rmsprop.torch import RMSprop
+            >>> model = torch.nn.Linear(128, 64)
+            >>> opt = RMSprop(model.parameters(), state_dtype="8bit")
+            >>> model(torch.randn(2, 128)).sum().backward()
+            >>> opt.step()
+            >>> opt.state[model.weight]["square_avg"].dtype
+            torch.uint8
+            >>> plain = torch.optim.RMSprop(model.parameters())
+            >>> plain.load_state_dict(opt.full_precision_state_dict())
+            >>> plain.state[model.weight]["square_avg"].dtype
+            torch.float32
+        """
+        state_dict = self.state_dict()
+        param_of: dict[int, Tensor] = {}
+        start = 0
+        for group in self.param_groups:
+            param_of.update(enumerate(group["params"], start))
+            start += len(group["params"])
+        for index, entry in state_dict["state"].items():
+            p = param_of[index]
+            for name in _BUFFER_KEYS:
+                value = entry.get(name)
+                scales = entry.pop(_lowmem.scales_key(name), None)
+                if value is None:
+                    continue
+                if value.dtype == torch.uint8:
+                    entry[name] = _lowmem.dequantize_buffer(value, scales, name, p)
+                elif value.is_floating_point() and value.element_size() < 4:
+                    entry[name] = value.float()
+        return state_dict
 
     def _loaded_group(self, saved: Mapping[str, Any], group: dict[str, Any]) -> dict[str, Any]:
         """A saved param group as `load_state_dict` loads it into ``group``: missing `Config`
@@ -426,25 +547,33 @@ class RMSprop(Optimizer):
                 foreach=group["foreach"],
                 differentiable=group["differentiable"],
             )
-            rmsprop(
-                params,
-                grads,
-                square_avgs,
-                grad_avgs,
-                buffers,
-                steps,
-                foreach=foreach,
-                fused=fused,
-                capturable=group["capturable"],
-                differentiable=group["differentiable"],
-                grad_scale=grad_scale,
-                found_inf=found_inf,
-                stochastic_rounding=self.stochastic_rounding,
-                launch=self.launch,
-                **{field: group[_GROUP_KEY[field]] for field in STEP_FIELDS},
-            )
-            if fused and not compiling and len(params) == len(group["params"]):
-                tensors = StepTensors(params, grads, square_avgs, grad_avgs, buffers, steps)
+            tensors = StepTensors(params, grads, square_avgs, grad_avgs, buffers, steps)
+            stored_apart: StepTensors | None = None
+            if fused and self._keeps_formats():
+                tensors, stored_apart = _split_stored_formats(tensors)
+                params, grads, square_avgs, grad_avgs, buffers, steps = tensors
+            if params or stored_apart is None:
+                rmsprop(
+                    params,
+                    grads,
+                    square_avgs,
+                    grad_avgs,
+                    buffers,
+                    steps,
+                    foreach=foreach,
+                    fused=fused,
+                    capturable=group["capturable"],
+                    differentiable=group["differentiable"],
+                    grad_scale=grad_scale,
+                    found_inf=found_inf,
+                    stochastic_rounding=self._rounds_parameters(fused, params),
+                    launch=self.launch,
+                    **{field: group[_GROUP_KEY[field]] for field in STEP_FIELDS},
+                )
+            if stored_apart is not None:
+                # After the kernel's step, which checks before it changes anything.
+                reference_step(stored_apart, _hyper(group), grad_scale, found_inf, foreach=False)
+            elif fused and not compiling and len(params) == len(group["params"]):
                 self._keep(index, group, tensors)
         return loss
 
@@ -529,6 +658,7 @@ class RMSprop(Optimizer):
         with_momentum, centered = group["momentum"] > 0, group["centered"]
         # The Triton kernel counts steps on the device.
         device_steps = group["capturable"] or _takes_triton_kernel(group)
+        keeps_formats = self._keeps_formats()
         for p in group["params"]:
             grad = p.grad
             if grad is None:
@@ -551,6 +681,8 @@ class RMSprop(Optimizer):
                 buffers.append(state["momentum_buffer"])
             if centered:
                 grad_avgs.append(state["grad_avg"])
+            if keeps_formats:  # (re-read every step: state[key] may have been replaced)
+                _lowmem.keep_formats(p, state, self.stochastic_rounding)
 
     def _create_state(
         self, group: dict[str, Any], p: Tensor, state: dict[str, Tensor], device_steps: bool
@@ -560,13 +692,7 @@ class RMSprop(Optimizer):
         created = []
         if not state:
             state["step"] = _new_step(p, device_steps)
-            start = group["initial_square_avg"]
-            # A complex parameter is two reals, and each part's average starts there.
-            fill = complex(start, start) if p.is_complex() else start
-            state["square_avg"] = torch.full_like(
-                p, fill, dtype=self._state_dtype(p), memory_format=torch.preserve_format
-            )
-            created += ["step", "square_avg"]
+            created += ["step", *self._new_buffer(p, state, "square_avg", group)]
         # Created when first needed, so momentum or centered may be turned
         # on in a group mid-run (the buffers start at zero).
         for key, needed in (
@@ -574,10 +700,7 @@ class RMSprop(Optimizer):
             ("grad_avg", group["centered"]),
         ):
             if needed and key not in state:
-                state[key] = torch.zeros_like(
-                    p, dtype=self._state_dtype(p), memory_format=torch.preserve_format
-                )
-                created.append(key)
+                created += self._new_buffer(p, state, key, group)
         if self.shared_memory:
             for key in created:
                 state[key].share_memory_()  # type: ignore[no-untyped-call]
@@ -639,8 +762,62 @@ class RMSprop(Optimizer):
                     value.share_memory_()
         return self
 
+    def _new_buffer(
+        self, p: Tensor, state: dict[str, Tensor], key: str, group: dict[str, Any]
+    ) -> list[str]:
+        """Creates buffer ``key`` of ``p`` at its initial value (v₀ for the average of
+        squares, else 0); returns the keys it set."""
+        start = group["initial_square_avg"] if key == "square_avg" else 0.0
+        if self._quantizes(p):
+            if type(p) not in (Tensor, torch.nn.Parameter):
+                raise NotImplementedError(
+                    f"state_dtype='8bit' does not take {type(p).__name__} parameters yet"
+                )
+            # Every element is the same table entry (each block's largest): no rounding.
+            one = _lowmem.quantize(torch.tensor([start], device=p.device), _lowmem.KIND_OF[key], 0)
+            state[key] = torch.full(
+                _lowmem.real_shape(p), int(one.codes[0]), dtype=torch.uint8, device=p.device
+            )
+            blocks = -(-state[key].numel() // 256)
+            state[_lowmem.scales_key(key)] = one.scales.expand(blocks).clone()
+            return [key, _lowmem.scales_key(key)]
+        # A complex parameter is two reals, and each part's average starts there.
+        fill = complex(start, start) if p.is_complex() else start
+        dtype = self._state_dtype(p)
+        state[key] = torch.full_like(p, fill, dtype=dtype, memory_format=torch.preserve_format)
+        if dtype == torch.bfloat16 and self.stochastic_rounding and p.dtype != dtype:
+            # The format's initial state: v₀ (say 0.1) rounded as every later value is.
+            seed = q.stream_seed(0, _lowmem.BUFFER_KEYS.index(key))
+            exact = torch.full_like(p, fill, dtype=torch.float32)
+            state[key].copy_(_lowmem.round_to_bfloat16(exact, seed))
+        return [key]
+
+    def _quantizes(self, p: Tensor) -> bool:
+        """Whether ``p``'s buffers are stored in 8 bits."""
+        return self.state_dtype == "8bit" and _lowmem.is_quantized(p)
+
+    def _rounds_parameters(self, fused: bool, params: list[Tensor]) -> bool:
+        """Whether a step asks the kernels to round bfloat16 parameters stochastically: on the
+        fused path, and on the others where a bfloat16 parameter makes them refuse it (the
+        option's other half, bfloat16 state, every path does)."""
+        if not self.stochastic_rounding:
+            return False
+        return fused or any(p.dtype == torch.bfloat16 for p in params)
+
+    def _keeps_formats(self) -> bool:
+        """Whether a step must record how state is stored (8-bit scales, stochastic bfloat16)."""
+        return self.state_dtype == "8bit" or (
+            self.stochastic_rounding and self.state_dtype == torch.bfloat16
+        )
+
     def _state_dtype(self, p: Tensor) -> torch.dtype:
-        return p.dtype if self.state_dtype is None or p.is_complex() else self.state_dtype
+        """The dtype of ``p``'s float buffers (8-bit: those too small to quantize)."""
+        if self.state_dtype == "8bit":
+            return torch.complex64 if p.is_complex() else torch.float32
+        if self.state_dtype is None or p.is_complex():
+            return p.dtype
+        assert isinstance(self.state_dtype, torch.dtype)
+        return self.state_dtype
 
     def _check_state_dict(self, state_dict: Any) -> None:
         if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
@@ -703,6 +880,36 @@ def _hyper(group: dict[str, Any]) -> Hyper:
     return Hyper(*map(group.__getitem__, _HYPER_KEYS))
 
 
+def _split_stored_formats(tensors: StepTensors) -> tuple[StepTensors, StepTensors | None]:
+    """(for the fused kernels, for the reference path): the fused kernels do not store
+    8-bit codes or stochastically rounded bfloat16 state yet."""
+    apart = [i for i, v in enumerate(tensors.square_avgs) if _lowmem.format_of(v) is not None]
+    if not apart:
+        return tensors, None
+    skipped = set(apart)
+    kept = [i for i in range(len(tensors.params)) if i not in skipped]
+    return tensors.pick(kept), tensors.pick(apart)
+
+
+def _state_format(state_dtype: Any) -> torch.dtype | str | None:
+    """``None``, a floating torch.dtype or ``"8bit"`` (``"bfloat16"`` is torch.bfloat16);
+    anything else raises, naming it."""
+    if state_dtype is None or (
+        isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point
+    ):
+        return state_dtype
+    if isinstance(state_dtype, str):
+        if state_dtype in ("8bit", "bfloat16"):
+            return torch.bfloat16 if state_dtype == "bfloat16" else state_dtype
+        raise ValueError(
+            f"state_dtype={state_dtype!r} is not a state format: use a floating torch.dtype, "
+            "'8bit' or None"
+        )
+    raise TypeError(
+        f"state_dtype must be a floating torch.dtype, '8bit' or None, got {state_dtype!r}"
+    )
+
+
 def _check_param_state(where: str, entry: Any, p: Tensor, group: dict[str, Any]) -> None:
     if not isinstance(entry, Mapping):
         raise ValueError(f"{where} must be a dict, got {type(entry).__name__}")
@@ -724,12 +931,22 @@ def _check_param_state(where: str, entry: Any, p: Tensor, group: dict[str, Any])
         ok = isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step)
     if not ok or float(step) < 0:
         raise ValueError(f"{where}['step'] must be a finite number >= 0, got {step!r}")
-    for name in _STATE_KEYS[1:]:
+    for name in _BUFFER_KEYS:
+        scales_key = _lowmem.scales_key(name)
         if name not in entry:
+            if scales_key in entry:
+                raise ValueError(f"{where} has {scales_key!r} but no {name!r}")
             continue
         value = entry[name]
         if not torch.is_tensor(value):
             raise ValueError(f"{where}[{name!r}] must be a tensor, got {type(value).__name__}")
+        if value.dtype == torch.uint8:
+            _check_codes(f"{where}[{name!r}]", value, entry.get(scales_key), p)
+            continue
+        if scales_key in entry:
+            raise ValueError(
+                f"{where} has {scales_key!r}, but {name!r} is {value.dtype}, not 8-bit codes"
+            )
         if value.shape != p.shape:
             raise ValueError(
                 f"{where}[{name!r}] has shape {tuple(value.shape)}; "
@@ -741,6 +958,24 @@ def _check_param_state(where: str, entry: Any, p: Tensor, group: dict[str, Any])
                 f"{where}[{name!r}] has dtype {value.dtype}, which cannot hold the "
                 f"state of a {p.dtype} parameter"
             )
+
+
+def _check_codes(where: str, codes: Tensor, scales: Any, p: Tensor) -> None:
+    """An 8-bit buffer: uint8 codes in p's real-view shape, and float32 scales, one per block."""
+    shape = _lowmem.real_shape(p)
+    if tuple(codes.shape) != shape:
+        raise ValueError(
+            f"{where} holds 8-bit codes of shape {tuple(codes.shape)}; its parameter's "
+            f"real view has shape {shape}"
+        )
+    blocks = -(-codes.numel() // 256)
+    if not torch.is_tensor(scales):
+        raise ValueError(f"{where} holds 8-bit codes without their scales (a float32 tensor)")
+    if scales.dtype != torch.float32 or tuple(scales.shape) != (blocks,):
+        raise ValueError(
+            f"{where}'s scales must be float32 of shape ({blocks},), one per 256 codes; "
+            f"got {scales.dtype} of shape {tuple(scales.shape)}"
+        )
 
 
 def _is_zero(value: float | Tensor) -> bool:

@@ -6,6 +6,10 @@ single-tensor ops do (always on CPU). For the settings `torch.optim.RMSprop`
 has, the operations are PyTorch's own, in PyTorch's order. They take any
 tensor (any device, dtype, layout or subclass) and are what the fused
 kernels hand the tensors they cannot take.
+
+State stored narrower than a parameter's math (8-bit codes, bfloat16 beside
+float32 parameters) is stepped per parameter by `rmsprop.torch._lowmem.step_in_float`:
+decoded into float32, through the single-tensor rule, and stored again.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rmsprop.torch import _lowmem
 from rmsprop.torch._step import Hyper, StepTensors, as_real_views, unscale_or_skip
 
 __all__ = ["foreach_rmsprop", "reference_step", "single_tensor_rmsprop"]
@@ -49,6 +54,25 @@ def _bias_correction(decay: float, step: Tensor, dtype: torch.dtype, capturable:
     return 1 - torch.pow(decay, exponent)
 
 
+def _step_narrow_state(
+    tensors: StepTensors, hyper: Hyper, *, capturable: bool, differentiable: bool
+) -> StepTensors:
+    """Steps the parameters whose state is stored narrower than their math (decoded, the
+    single-tensor rule, encoded); returns the others' lists."""
+    narrow = _lowmem.float_step_indices(tensors, hyper)
+    if not narrow:
+        return tensors
+    _lowmem.step_in_float(
+        tensors.pick(narrow),
+        hyper,
+        single_tensor_rmsprop,
+        capturable=capturable,
+        differentiable=differentiable,
+    )
+    skipped = set(narrow)
+    return tensors.pick([i for i in range(len(tensors.params)) if i not in skipped])
+
+
 def single_tensor_rmsprop(
     tensors: StepTensors,
     hyper: Hyper,
@@ -56,6 +80,9 @@ def single_tensor_rmsprop(
     capturable: bool,
     differentiable: bool,
 ) -> None:
+    tensors = _step_narrow_state(
+        tensors, hyper, capturable=capturable, differentiable=differentiable
+    )
     (
         lr, decay, eps, eps_in_sqrt, centered, momentum, nesterov, lr_in_momentum,
         bias_correction, weight_decay, decoupled_weight_decay, maximize,
@@ -83,7 +110,10 @@ def single_tensor_rmsprop(
 
         square_avg.mul_(decay).addcmul_(grad, grad, value=1 - decay)
         if grad_avg is not None:
-            grad_avg.lerp_(grad, 1 - decay)
+            # lerp takes one dtype: the gradient in the state's (exact where the state is wider).
+            grad_avg.lerp_(
+                grad if grad.dtype == grad_avg.dtype else grad.to(grad_avg.dtype), 1 - decay
+            )
 
         second_moment, first_moment = square_avg, grad_avg
         if bias_correction:
@@ -150,6 +180,10 @@ def foreach_rmsprop(
         return
     if differentiable:
         raise RuntimeError("foreach=True does not support differentiable=True")
+    # (One tensor at a time, through the single-tensor rule, which computes the same bits.)
+    tensors = _step_narrow_state(tensors, hyper, capturable=capturable, differentiable=False)
+    if not tensors.params:
+        return
     tensor_lr = isinstance(lr, Tensor)
     groups = torch.optim.Optimizer._group_tensors_by_device_and_dtype(list(tensors))  # type: ignore[arg-type]
     for (group_params, group_grads, group_v, group_m, group_b, group_steps), _ in groups.values():
@@ -180,7 +214,8 @@ def foreach_rmsprop(
         torch._foreach_mul_(v, decay)
         torch._foreach_addcmul_(v, grads_, grads_, value=1 - decay)
         if centered:
-            torch._foreach_lerp_(m, grads_, 1 - decay)
+            ends = [g if g.dtype == s.dtype else g.to(s.dtype) for g, s in zip(grads_, m)]
+            torch._foreach_lerp_(m, ends, 1 - decay)
 
         second_moment, first_moment = v, m
         if bias_correction:
