@@ -14,6 +14,7 @@ import copy
 import io
 from typing import Any
 
+import dtensors
 import numpy as np
 import pytest
 from tables import TOLERANCES, config_kwargs, flavor_cases
@@ -336,6 +337,25 @@ def test_stochastic_bfloat16_state_is_unbiased_where_nearest_freezes() -> None:
         results[stochastic] = opt.state[p]["square_avg"].float().mean().item()
     assert results[False] == 1.0
     assert abs(results[True] - want) < 0.1 * (want - 1), (results, want)
+
+
+@dtensors.needed
+def test_stochastic_bfloat16_state_of_dtensors_is_rounded_shard_by_shard() -> None:
+    options = {"state_dtype": torch.bfloat16, "stochastic_rounding": True, "foreach": False}
+    plain = make_params([SHAPE])
+    with dtensors.one_rank_mesh("cpu") as mesh:
+        sharded = [
+            torch.nn.Parameter(dtensors.as_dtensor(plain[0].detach().clone(), mesh, "shard"))
+        ]
+        opt, plain_opt = RMSprop(sharded, **options), RMSprop(plain, **options)
+        for g in draws(8, SHAPE, 2):
+            plain[0].grad = g
+            sharded[0].grad = dtensors.as_dtensor(g, mesh, "shard")
+            opt.step()
+            plain_opt.step()
+        v = opt.state[sharded[0]]["square_avg"]
+        assert torch.equal(v.to_local(), plain_opt.state[plain[0]]["square_avg"])  # one shard
+        assert torch.equal(sharded[0].to_local(), plain[0].detach())
 
 
 # ---- every path -----------------------------------------------------------------------------

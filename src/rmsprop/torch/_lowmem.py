@@ -70,6 +70,7 @@ __all__ = [
     "scales_key",
     "state_nbytes",
     "step_in_float",
+    "store_bfloat16",
     "uniform",
 ]
 
@@ -425,9 +426,21 @@ def _store(state: Tensor, values: Tensor, key: str, step: int) -> None:
         state.copy_(codes.view(state.shape))
         stored.scales.copy_(scales)
     elif state.dtype == torch.bfloat16 and stored is not None and stored.stochastic:
-        state.copy_(round_to_bfloat16(values.to(torch.float32), seed))
+        store_bfloat16(state, values, seed)
     else:
         state.copy_(values)
+
+
+def store_bfloat16(state: Tensor, values: Tensor, seed: int) -> None:
+    """Writes ``values`` into bfloat16 ``state``, rounded stochastically with ``seed``; a
+    DTensor shard by shard, each element with its index in its local shard."""
+    _local(state).copy_(round_to_bfloat16(_local(values).to(torch.float32), seed))
+
+
+def _local(t: Tensor) -> Tensor:
+    """A DTensor's local shard (its memory), another tensor itself."""
+    to_local = getattr(t, "to_local", None)
+    return t if to_local is None else to_local()  # type: ignore[no-any-return]
 
 
 def step_in_float(

@@ -789,7 +789,7 @@ class RMSprop(Optimizer):
             # The format's initial state: v₀ (say 0.1) rounded as every later value is.
             seed = q.stream_seed(0, _lowmem.BUFFER_KEYS.index(key))
             exact = torch.full_like(p, fill, dtype=torch.float32)
-            state[key].copy_(_lowmem.round_to_bfloat16(exact, seed))
+            _lowmem.store_bfloat16(state[key], exact, seed)
         return [key]
 
     def _quantizes(self, p: Tensor) -> bool:
