@@ -166,7 +166,9 @@ def _build_plan(tensors: StepTensors) -> _Plan:
     named["momentum_buffers"] = momentum_buffers
     for name, listed in named.items():
         for i, t in enumerate(listed):
-            if t.shape != params[i].shape:  # the kernel would write past its end
+            # The kernel would write past its end (state of another dtype, 8-bit codes among
+            # them, is the single-tensor path's, below).
+            if t.shape != params[i].shape and t.dtype == params[i].dtype:
                 raise ValueError(
                     f"{name}[{i}] has shape {tuple(t.shape)}, "
                     f"its parameter {tuple(params[i].shape)}"
