@@ -79,11 +79,22 @@ def test_16_bit_tensors_get_float32_math(dtype, monkeypatch):
     assert opt.state[fused[0]]["square_avg"].dtype == dtype
 
 
-def test_the_threaded_and_serial_runs_agree_exactly(monkeypatch):
+@pytest.mark.parametrize("layer", ["auto", "pool"])
+def test_the_threaded_and_serial_runs_agree_exactly(layer, monkeypatch):
     options = {"momentum": 0.9, "centered": True}
+    monkeypatch.setenv("RMSPROP_CPU_THREADS", layer)
     monkeypatch.setattr(_fused_cpu, "_pool", None)
+    launches = []
+    parallel = _fused_cpu.parallel_table_kernel
+    monkeypatch.setattr(
+        _fused_cpu, "parallel_table_kernel", lambda *a: launches.append(1) or parallel(*a)
+    )
     two, _ = run(torch.float32, options, {"fused": True}, threads="2", monkeypatch=monkeypatch)
-    assert _fused_cpu._pool is not None  # the work really went to a second thread
+    # The work really went to a second thread: TBB's where steps take it, else the pool's.
+    if layer == "auto" and _fused_cpu.threading_layer() == "tbb":
+        assert launches and _fused_cpu._pool is None
+    else:
+        assert _fused_cpu._pool is not None and not launches
     one, _ = run(torch.float32, options, {"fused": True}, threads="1", monkeypatch=monkeypatch)
     for a, b in zip(two, one):
         assert torch.equal(a, b)
