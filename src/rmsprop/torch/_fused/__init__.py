@@ -359,16 +359,16 @@ _DTYPE = attrgetter("dtype")
 _SHAPE = attrgetter("shape")
 
 
-# The op: its scalars are Hyper's fields (a schema takes no tuples), lr as a float or a tensor.
+# The op: Hyper's fields as one list of floats (bools as 0 and 1; lr 0 when it is a tensor,
+# then given apart). One list rather than a float per field: torch's Python wrapper of a
+# custom op that mutates its inputs reads the schema's arguments once per argument, so its
+# cost on every call grows with their count squared (about 0.1 ms at 22 arguments).
 _MUTATED = StepTensors._fields
-_RULE = ", ".join(
-    f"{get_type_hints(Hyper)[name].__name__} {name}"  # float and bool: the schema's names too
-    for name in Hyper._fields[1:]
-)
+_BOOLS = tuple(get_type_hints(Hyper)[name] is bool for name in Hyper._fields)
 _SCHEMA = (
     "("
     + ", ".join(f"Tensor({chr(97 + i)}!)[] {name}" for i, name in enumerate(_MUTATED))
-    + f", float lr, Tensor? lr_tensor, {_RULE}, "
+    + ", float[] rule, Tensor? lr_tensor, "
     "Tensor? grad_scale, Tensor? found_inf, bool stochastic_rounding) -> ()"
 )
 
@@ -397,12 +397,16 @@ def _op_kernel(
     grad_avgs: list[Tensor],
     momentum_buffers: list[Tensor],
     state_steps: list[Tensor],
-    lr: float,
+    rule: list[float],
     lr_tensor: Tensor | None,
-    *rest: Any,  # Hyper's other fields, then grad_scale, found_inf, stochastic_rounding
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+    stochastic_rounding: bool,
 ) -> None:
-    *rule, grad_scale, found_inf, stochastic_rounding = rest
-    hyper = Hyper(lr if lr_tensor is None else lr_tensor, *rule)
+    fields: list[Any] = [bool(v) if is_bool else v for v, is_bool in zip(rule, _BOOLS)]
+    hyper = Hyper(*fields)
+    if lr_tensor is not None:
+        hyper = hyper._replace(lr=lr_tensor)
     tensors = StepTensors(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
     check_fused(params, stochastic_rounding)
     # (A list on several devices dispatches to the highest one's kernel: each device's
@@ -433,8 +437,9 @@ def call_op(
     stochastic_rounding: bool,
 ) -> None:
     """Calls the op (what a compiled step does instead of `fused_step`)."""
-    lr, *rule = hyper  # (torch 2.6-2.8 can't trace a slice of a NamedTuple)
+    lr, *rest = hyper  # (torch 2.6-2.8 can't trace a slice of a NamedTuple)
     lr_value, lr_tensor = (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
+    rule = [lr_value, *(float(v) for v in rest)]
     torch.ops.rmsprop.fused_step(
-        *tensors, lr_value, lr_tensor, *rule, grad_scale, found_inf, stochastic_rounding
+        *tensors, rule, lr_tensor, grad_scale, found_inf, stochastic_rounding
     )
