@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +64,8 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("benchmarks/compiled_step.py --device cuda needs a CUDA GPU, but torch sees none")
     wait = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print("| variant | implementation | median ms | × eager fused | graphs built after step 1 |")

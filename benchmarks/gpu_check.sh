@@ -12,8 +12,10 @@
 #            and Triton's launch (benchmarks/gpu_host.py)
 #   compile  torch.compile beside the fused kernel and torch foreach, float32, at
 #            124M parameters (the comparison the bench part leaves out)
+#   compiled a compiled step of our optimizer (tensor lr, scheduler) against its eager
+#            fused step at DQN size, with recompiles counted (benchmarks/compiled_step.py)
 #
-# Usage:  bash benchmarks/gpu_check.sh [PART ...]      (default: all five, in that order)
+# Usage:  bash benchmarks/gpu_check.sh [PART ...]      (default: all six, in that order)
 # Each part writes PART.log (and bench, sweep, compile a PART.json of rows) to $OUT,
 # or to ./gpu-check where OUT is unset, and summary.txt says how each part ended
 # (124: stopped at its time limit). Runs from a checkout: rmsprop need not be installed
@@ -46,10 +48,12 @@ run_part() {  # run_part NAME SECONDS COMMAND...: one part, its log and its line
 }
 
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(tests sweep bench host compile)
+[[ ${#parts[@]} -gt 0 ]] || parts=(tests sweep bench host compile compiled)
 for part in "${parts[@]}"; do
-    [[ $part =~ ^(tests|sweep|bench|host|compile)$ ]] ||
-        { echo "unknown part '$part': choose from tests, sweep, bench, host, compile" >&2; exit 2; }
+    [[ $part =~ ^(tests|sweep|bench|host|compile|compiled)$ ]] || {
+        echo "unknown part '$part': choose from tests, sweep, bench, host, compile, compiled" >&2
+        exit 2
+    }
 done
 : >"$out/summary.txt"
 usable_sweep() {  # whether a sweep's rows name a fastest setting (one cut short may too)
@@ -75,6 +79,7 @@ for part in "${parts[@]}"; do
         compile) run_part compile 150 "${bench[@]}" "${launch[@]}" --dtype float32 \
             --shape gpt2-124m --implementation "rmsprop fused" --implementation "torch foreach" \
             --implementation torch.compile --out "$out/compile.json" ;;
+        compiled) run_part compiled 60 "$python" benchmarks/compiled_step.py --device cuda ;;
     esac
 done
 cat "$out/summary.txt"

@@ -8,8 +8,9 @@ A small model's step (``dqn-1m``: 20 tensors, 1M parameters) is launch-bound:
 its kernel runs for microseconds, so what a step costs is the host's time to
 issue it; at GPT-2's 148 tensors (timed here as 148 two-element tensors) the
 host's time may exceed a bfloat16 kernel's. This prints, per model and
-variant, the host microseconds of a step of torch foreach, of the fused step,
-and of the fused step with its kernel launch replaced by a no-op (this
+variant, the host microseconds of a step of torch foreach, of torch's fused
+AdamW (the same tensors; its per-step work is C++), of the fused step, and of
+the fused step with its kernel launch replaced by a no-op (this
 package's own Python; the difference from the full step is Triton's launch).
 With ``--profile``, cProfile's heaviest functions of the fused step too. With
 ``--cpu`` (no GPU needed), only the stubbed column, on CPU tensors the fused
@@ -34,6 +35,7 @@ from rmsprop.benchmark import cuda
 from rmsprop.kernels import triton as kernel
 
 VARIANTS = ["plain", "momentum", "centered+momentum"]
+COLUMNS = ["torch foreach", "torch fused AdamW", "rmsprop fused", "stubbed"]
 # The DQN-sized model, and GPT-2's 148 tensors shrunk to 2 elements each: the host's cost at
 # that tensor count, with GPU work too small to hide it or to hold the host back.
 SHAPES = {"dqn-1m": cuda.SHAPES["dqn-1m"], "148 tiny": [(2,)] * len(cuda.SHAPES["gpt2-124m"])}
@@ -76,16 +78,23 @@ def main() -> None:
         )
     device = "cpu" if args.cpu else "cuda"
     wait = (lambda: None) if args.cpu else torch.cuda.synchronize
-    names = ["stubbed"] if args.cpu else ["torch foreach", "rmsprop fused", "stubbed"]
-    print("| model | variant | torch foreach µs | rmsprop fused µs | fused, launch stubbed µs |")
-    print("|---|---|---|---|---|")
+    names = ["stubbed"] if args.cpu else [*COLUMNS[:-1], "stubbed"]
+    print(
+        "| model | variant | torch foreach µs | torch fused AdamW µs | rmsprop fused µs "
+        "| fused, launch stubbed µs |"
+    )
+    print("|---|---|---|---|---|---|")
     for model, shape in SHAPES.items():
         for variant in VARIANTS:
-            cells = ["—"] * (3 - len(names))
+            cells = ["—"] * (len(COLUMNS) - len(names))
             for name in names:
                 [params] = benchmark.parameter_sets(shape, torch.float32, 1, device)
-                implementation = "rmsprop fused" if name == "stubbed" else name
-                step = benchmark.torch_step(implementation, params, cuda.VARIANTS[variant].options)
+                options = cuda.VARIANTS[variant].options
+                if name == "torch fused AdamW":  # torch's own fused step: its host work in C++
+                    step = torch.optim.AdamW(params, fused=True).step
+                else:
+                    implementation = "rmsprop fused" if name == "stubbed" else name
+                    step = benchmark.torch_step(implementation, params, options)
                 with _kernel_stubbed() if name == "stubbed" else contextlib.nullcontext():
                     step()  # state, and the plan, built outside the timing
                     wait()
