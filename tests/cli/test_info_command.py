@@ -100,3 +100,39 @@ def test_the_fused_paths_are_the_registry_s_answer(monkeypatch):
     assert probes["torch fused CUDA"].why == "no kernel for cuda"
     assert not probes["torch fused CPU"].available
     assert probes["torch fused CPU"].why == "numba refused"
+
+
+def test_info_shows_the_state_bytes_of_each_format(capsys):
+    from rmsprop import quantization
+    from rmsprop.cli._backends import LARGE_BUFFER, state_sizes
+
+    small = quantization.MIN_QUANTIZED_NUMEL - 1
+    sizes = {(size.state_dtype, size.numel): size for size in state_sizes()}
+    assert sizes["float32", LARGE_BUFFER].bytes_per_element == 4.0
+    assert sizes["bfloat16", LARGE_BUFFER].bytes_per_element == 2.0
+    assert sizes["8bit", LARGE_BUFFER].bytes == LARGE_BUFFER + 4 * -(-LARGE_BUFFER // 256)
+    assert sizes["8bit", small].bytes_per_element == 4.0  # under the threshold: float32
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    section = out.split("State bytes per parameter")[1].splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in section[3:] if line.strip()}
+    assert rows == {
+        "float32": ["4.000", "4.000"],
+        "bfloat16": ["2.000", "2.000"],
+        "8bit": ["1.016", "4.000"],
+    }
+    assert f"{LARGE_BUFFER:,} elements" in section[1] and f"{small:,} elements" in section[1]
+
+
+def test_json_has_the_state_sizes():
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert main(["info", "--json"]) == 0
+    sizes = json.loads(buffer.getvalue())["state_sizes"]
+    assert {size["state_dtype"] for size in sizes} == {"float32", "bfloat16", "8bit"}
+    assert all(
+        size["bytes"] == pytest.approx(size["bytes_per_element"] * size["numel"]) for size in sizes
+    )

@@ -1,4 +1,5 @@
-"""What this machine can run: package versions, devices, and each backend's code paths.
+"""What this machine can run: package versions, devices, and each backend's code paths;
+and what each optimizer state format costs in memory.
 
 Every probe is a function here returning a `Probe`; `rmsprop info` prints
 them and other commands may use them. When a code path is built, its probe
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-__all__ = ["PACKAGES", "Probe", "code_paths", "devices", "versions"]
+__all__ = ["PACKAGES", "Probe", "StateSize", "code_paths", "devices", "state_sizes", "versions"]
 
 # Packages `rmsprop info` reports, with what they are for here.
 PACKAGES: dict[str, str] = {
@@ -229,3 +230,37 @@ _CODE_PATHS: tuple[Callable[[], Probe], ...] = (
 def code_paths() -> list[Probe]:
     """Each backend's code paths: available here or not, and why."""
     return [probe() for probe in _CODE_PATHS]
+
+
+# The state formats `rmsprop info` sizes, and for which buffer sizes: a large parameter's,
+# and one just under the 8-bit threshold (which stays float32).
+STATE_FORMATS = ("float32", "bfloat16", "8bit")
+LARGE_BUFFER = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class StateSize:
+    """What one state buffer of ``numel`` elements takes in one format (scales included)."""
+
+    state_dtype: str
+    numel: int
+    bytes: int
+    bytes_per_element: float
+
+
+def state_sizes() -> list[StateSize]:
+    """Each of `STATE_FORMATS` at `LARGE_BUFFER` elements and just under the 8-bit threshold,
+    as `rmsprop.quantization` computes them (RMSprop keeps one to three such buffers)."""
+    from rmsprop import quantization
+
+    numels = (LARGE_BUFFER, quantization.MIN_QUANTIZED_NUMEL - 1)
+    return [
+        StateSize(
+            state_dtype,
+            numel,
+            quantization.state_bytes(numel, state_dtype),
+            quantization.bytes_per_element(numel, state_dtype),
+        )
+        for state_dtype in STATE_FORMATS
+        for numel in numels
+    ]
