@@ -243,7 +243,8 @@ class RMSprop(Optimizer):
         self.launch = launch
         self.shared_memory = False  # set by share_memory()
         super().__init__(params, defaults)
-        self.state: State = State()  # (counts its changes: see _take_kept)
+        if _COUNTED_STATE:
+            self.state = State()  # (counts its changes: see _take_kept)
         self._kept: dict[int, _Kept] = {}
         self._prepare_kernels()
 
@@ -280,7 +281,8 @@ class RMSprop(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self.state = State(self.state.items())
+        if _COUNTED_STATE:
+            self.state = State(self.state.items())
         self._kept = {}
         # Pickled before these options existed (load_state_dict comes here too: keep them).
         self.__dict__.setdefault("state_dtype", None)
@@ -520,8 +522,8 @@ class RMSprop(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if not isinstance(self.state, State):  # replaced by the user: count its changes too
-            self.state = State(self.state.items())
+        if _COUNTED_STATE and not isinstance(self.state, State):  # replaced by the user
+            self.state = State(self.state.items())  # (count its changes too)
         if self._is_priming():
             for group in self.param_groups:
                 self._init_group(group, [], [], [], [], [], [])
@@ -573,7 +575,7 @@ class RMSprop(Optimizer):
             if stored_apart is not None:
                 # After the kernel's step, which checks before it changes anything.
                 reference_step(stored_apart, _hyper(group), grad_scale, found_inf, foreach=False)
-            elif fused and not compiling and len(params) == len(group["params"]):
+            elif _COUNTED_STATE and fused and not compiling and len(params) == len(group["params"]):
                 self._keep(index, group, tensors)
         return loss
 
@@ -583,7 +585,7 @@ class RMSprop(Optimizer):
         hyper = _hyper(group)
         step = _fused.keep_step(tensors, hyper, self.launch)
         if step is not None:
-            generation = self.state.generation
+            generation = self.state.generation  # type: ignore[attr-defined]  # a State
             self._kept[index] = _Kept(
                 group,
                 group["params"],
@@ -619,7 +621,7 @@ class RMSprop(Optimizer):
             kept.group is not group
             or kept.params is not params
             or len(params) != kept.size
-            or kept.generation is not self.state.generation
+            or kept.generation is not getattr(self.state, "generation", None)
             or kept.generation_value != kept.generation.value
             or self._path(group) != kept.path
             or (kept.cuda and torch.cuda.is_current_stream_capturing())
@@ -871,6 +873,10 @@ class _Kept(NamedTuple):
 
 
 _GRAD = attrgetter("grad")
+# Kept steps rely on state dicts that count their changes (`State`), which torch 2.4's
+# torch.compile cannot trace (a dict subclass indexed by a tensor): there the state stays
+# torch's plain defaultdict and every step takes the full path, as before kept steps.
+_COUNTED_STATE = _fused.ONE_OP
 # The group keys that choose a path and the state lists (with momentum > 0).
 _PATH_GETTER = itemgetter("foreach", "fused", "differentiable", "capturable", "centered")
 _HYPER_KEYS = tuple(_GROUP_KEY[field] for field in STEP_FIELDS)
