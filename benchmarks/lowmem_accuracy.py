@@ -21,7 +21,7 @@ learning rate and the same steps; the learning rates were chosen on float32 alon
 ``--tune``, on the validation split) and are not retuned per dtype. The table gives the
 held-out accuracy and loss at the last step (mean ± standard deviation over seeds), the
 change of their means from float32's, and the optimizer's state bytes per parameter,
-summed from its state tensors (`rmsprop.torch._lowmem.state_nbytes`).
+summed from its state tensors.
 """
 
 from __future__ import annotations
@@ -41,10 +41,9 @@ from typing import Any
 
 import torch
 
-from rmsprop.cli._demo.training import load_split_digits
-from rmsprop.cli._demo.training import make_model as make_digits_model
+from rmsprop.benchmark.tasks import digits_model as make_digits_model
+from rmsprop.benchmark.tasks import load_split_digits
 from rmsprop.torch import RMSprop
-from rmsprop.torch._lowmem import state_nbytes
 
 CPU = torch.device("cpu")
 SEEDS = (0, 1, 2, 3, 4)
@@ -205,7 +204,7 @@ def train(task: Task, setting: StateSetting, lr: float, seed: int, held_out: Spl
         optimizer.step()
     accuracy, loss = evaluate(model, held_out)
     parameters = sum(p.numel() for p in model.parameters())
-    return Outcome(accuracy, loss, state_nbytes(optimizer.state) / parameters)
+    return Outcome(accuracy, loss, _state_nbytes(optimizer.state) / parameters)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -284,6 +283,16 @@ def main() -> None:
     else:
         compare(tasks, QUICK_SEEDS if args.quick else SEEDS)
     print(f"\n{time.perf_counter() - started:.0f} s")
+
+
+def _state_nbytes(state: Any) -> int:
+    """Bytes of every tensor in an optimizer's state (codes and scales included)."""
+    return sum(
+        t.numel() * t.element_size()
+        for s in state.values()
+        for t in s.values()
+        if torch.is_tensor(t)
+    )
 
 
 if __name__ == "__main__":
