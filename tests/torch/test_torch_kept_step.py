@@ -231,7 +231,7 @@ def test_the_kept_step_is_taken_and_pays_no_per_parameter_dict_lookups(runs, mon
     assert len(lookups) == len(params)  # the first step's only
 
 
-def test_a_compiled_or_subclassed_step_keeps_nothing():
+def test_only_a_fused_step_is_kept():
     params = [torch.nn.Parameter(torch.randn(3))]
     opt = RMSprop(params, fused=True)
     params[0].grad = torch.randn(3)

@@ -28,7 +28,34 @@ class Generation:
         self.value = 0
 
 
-class ParamState(dict[str, Any]):
+class _Counted:
+    """The mutators both dicts count the same way (each class adds those it counts otherwise)."""
+
+    __slots__ = ()
+    generation: Generation
+
+    def __delitem__(self, key: Any) -> None:
+        self.generation.value += 1
+        super().__delitem__(key)  # type: ignore[misc]
+
+    def __ior__(self, other: Any) -> Any:
+        self.update(other)  # type: ignore[attr-defined]
+        return self
+
+    def clear(self) -> None:
+        self.generation.value += 1
+        super().clear()  # type: ignore[misc]
+
+    def pop(self, *args: Any) -> Any:
+        self.generation.value += 1
+        return super().pop(*args)  # type: ignore[misc]
+
+    def popitem(self) -> Any:
+        self.generation.value += 1
+        return super().popitem()  # type: ignore[misc]
+
+
+class ParamState(_Counted, dict[str, Any]):
     """One parameter's state (``step``, ``square_avg``, ...), counting its changes."""
 
     __slots__ = ("generation",)
@@ -45,26 +72,6 @@ class ParamState(dict[str, Any]):
         self.generation.value += 1
         super().__setitem__(key, value)
 
-    def __delitem__(self, key: str) -> None:
-        self.generation.value += 1
-        super().__delitem__(key)
-
-    def __ior__(self, other: Any) -> ParamState:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def clear(self) -> None:
-        self.generation.value += 1
-        super().clear()
-
-    def pop(self, *args: Any) -> Any:
-        self.generation.value += 1
-        return super().pop(*args)
-
-    def popitem(self) -> tuple[str, Any]:
-        self.generation.value += 1
-        return super().popitem()
-
     def setdefault(self, key: str, default: Any = None) -> Any:
         self.generation.value += 1
         return super().setdefault(key, default)
@@ -74,7 +81,7 @@ class ParamState(dict[str, Any]):
         super().update(*args, **kwargs)
 
 
-class State(defaultdict[Any, ParamState]):
+class State(_Counted, defaultdict[Any, ParamState]):
     """The optimizer's ``state``: a ``defaultdict`` of `ParamState`, counting its changes.
 
     A dict stored in it becomes a `ParamState` (so ``opt.state[p] = {...}`` is
@@ -100,26 +107,6 @@ class State(defaultdict[Any, ParamState]):
         ):
             value = ParamState(self.generation, value.items())
         super().__setitem__(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self.generation.value += 1
-        super().__delitem__(key)
-
-    def __ior__(self, other: Any) -> State:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def clear(self) -> None:
-        self.generation.value += 1
-        super().clear()
-
-    def pop(self, *args: Any) -> Any:
-        self.generation.value += 1
-        return super().pop(*args)
-
-    def popitem(self) -> tuple[Any, ParamState]:
-        self.generation.value += 1
-        return super().popitem()
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         if key not in self:
