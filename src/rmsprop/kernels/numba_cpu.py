@@ -56,14 +56,18 @@ __all__ = [
     "AVAILABLE",
     "CHUNK",
     "KERNEL_DTYPES",
+    "QUANTIZED_BLOCK",
     "SERIAL_BELOW",
     "SERIAL_BELOW_POOL",
     "WHY_UNAVAILABLE",
+    "QuantizedTable",
     "Table",
     "Task",
     "as_array",
     "num_threads",
+    "parallel_quantized_table_kernel",
     "parallel_table_kernel",
+    "quantized_table_kernel",
     "run",
     "table_kernel",
     "task",
@@ -242,8 +246,19 @@ class Table:
         key = (threads, serial_below)
         found = self._shares.get(key)
         if found is None:
-            found = self._shares[key] = _split(self.numels, threads, serial_below)
+            found = self._shares[key] = self._split(threads, serial_below)
         return found
+
+    def _split(self, threads: int, serial_below: int) -> list[np.ndarray]:
+        return _split(self.numels, threads, serial_below)
+
+    def run_rows(self, rows: np.ndarray) -> None:
+        """Steps these (tensor, start, stop) rows on the calling thread."""
+        table_kernel(self.addresses, rows, self.coefficients, *self.markers)
+
+    def run_shares(self, rows: np.ndarray, bounds: np.ndarray) -> None:
+        """Steps every share (`packed_shares`) on Numba's threads."""
+        parallel_table_kernel(self.addresses, rows, bounds, self.coefficients, *self.markers)
 
     def packed_shares(self, threads: int) -> tuple[np.ndarray, np.ndarray]:
         """`shares` as `parallel_table_kernel` takes them: all rows, and where each share
@@ -273,6 +288,268 @@ def _split(numels: Sequence[int], threads: int, serial_below: int) -> list[np.nd
         while start < n:
             thread = done // share
             stop = min(n, start + (thread + 1) * share - done)
+            out[thread].append((t, start, stop))
+            done += stop - start
+            start = stop
+    return [np.array(rows, np.int64).reshape(-1, 3) for rows in out if rows]
+
+
+# -- 8-bit state ----------------------------------------------------------------------------
+# `rmsprop.quantization`'s format, block by block: each block of 256 elements is decoded into
+# float32 scratch, stepped by `_kernel` (the one float rule), given its new scale and encoded
+# again, so the state crosses memory once, in bytes. The maps come from the caller: this
+# layer does not import the format's module.
+
+QUANTIZED_BLOCK = 256
+# Rows of a quantized table's addresses past the float table's: each buffer's block scales
+# (rows SQUARE_AVG, GRAD_AVG and BUFFER hold its codes).
+SQUARE_AVG_SCALES, GRAD_AVG_SCALES, BUFFER_SCALES = 5, 6, 7
+_LOW32 = np.uint64(0xFFFFFFFF)
+_UNIT = np.float32(2.0**-24)
+
+
+def _fmix32_source(h: Any) -> Any:
+    # MurmurHash3's finalizer on a uint32 held in a uint64: the products wrap at 2^32.
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x85EBCA6B)) & _LOW32
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & _LOW32
+    h ^= h >> np.uint64(16)
+    return h
+
+
+def _stream_key_source(step: Any, buffer: int) -> Any:
+    # fmix32(stream_seed(t, buffer)): the key every element's index is mixed with.
+    return _fmix32(np.uint64((4 * step + buffer) & 0xFFFFFFFF))
+
+
+def _decode_block_source(codes: Any, scale: Any, table: Any, out: Any) -> None:
+    for j in range(codes.size):
+        out[j] = table[codes[j]] * scale
+
+
+def _block_scale_source(values: Any, count: int, signed: bool) -> Any:
+    # The block's maximum (unsigned) or largest magnitude (signed); NaN if any value is not
+    # finite. A partial block counts its missing elements as zeros, as the format pads it.
+    top = np.float32(0.0) if count < QUANTIZED_BLOCK else np.float32(-np.inf)
+    finite = True
+    if signed:
+        for j in range(count):
+            x = abs(values[j])
+            finite &= x < np.inf  # (False for NaN too)
+            top = max(top, x)
+    else:
+        for j in range(count):
+            x = values[j]
+            finite &= abs(x) < np.inf
+            top = max(top, x)
+    return top if finite else np.float32(np.nan)
+
+
+def _encode_block_source(
+    values: Any, scale: Any, codes: Any, table: Any, signed: bool, key: Any, first: int
+) -> None:
+    # `rmsprop.quantization.encode` in float32: the closed-form lower neighbour, one
+    # correction step, then up with probability (x - lo)/(hi - lo), u = uniform(seed, index).
+    usable = scale > 0 and scale < np.inf
+    top = 126 if signed else 254
+    for j in range(codes.size):
+        units = values[j] / scale if usable else np.float32(0.0)
+        magnitude = abs(units)
+        root = np.sqrt(np.sqrt(magnitude))
+        if signed:
+            guess = np.floor(np.float32(127.0) * root)
+        else:
+            guess = np.floor(np.float32(256.0) * root) - np.float32(1.0)
+        code = int(min(max(guess, np.float32(0.0)), np.float32(top)))
+        if code < top and table[code + 1] <= magnitude:
+            code += 1
+        elif code > 0 and table[code] > magnitude:
+            code -= 1
+        low = table[code]
+        bits = _fmix32(np.uint64((first + j) & 0xFFFFFFFF) ^ key)
+        u = np.float32(bits >> np.uint64(8)) * _UNIT
+        if u * (table[code + 1] - low) < magnitude - low:
+            code += 1
+        if signed:
+            code = 128 - code if units < 0 else 128 + code
+        codes[j] = code
+
+
+def _quantized_rows_source(
+    addresses: Any,
+    pieces: Any,
+    c: Any,
+    steps: Any,
+    maps: Any,
+    v: Any,
+    m: Any,
+    b: Any,
+) -> None:
+    # v, m, b: one block's float32 scratch per buffer (m, b None when the rule has none, so
+    # their branches are pruned). maps: the unsigned map, the signed map, and the signed
+    # map's magnitudes (k = 0..127) in its first half's place.
+    dtype = c.dtype
+    size = c.itemsize
+    unsigned, signed, magnitudes = maps[0], maps[1], maps[2]
+    for row in range(pieces.shape[0]):
+        t, start, stop = pieces[row, 0], pieces[row, 1], pieces[row, 2]
+        n = stop - start
+        blocks = (n + QUANTIZED_BLOCK - 1) // QUANTIZED_BLOCK
+        offset = start * size
+        first_block = start // QUANTIZED_BLOCK
+        p = numba.carray(_pointer(addresses[PARAM, t] + offset), n, dtype)
+        g = numba.carray(_pointer(addresses[GRAD, t] + offset), n, dtype)
+        v_codes = numba.carray(_pointer(addresses[SQUARE_AVG, t] + start), n, np.uint8)
+        v_scales = numba.carray(
+            _pointer(addresses[SQUARE_AVG_SCALES, t] + 4 * first_block), blocks, np.float32
+        )
+        v_key = _stream_key(steps[t], 0)
+        if m is not None:
+            m_codes = numba.carray(_pointer(addresses[GRAD_AVG, t] + start), n, np.uint8)
+            m_scales = numba.carray(
+                _pointer(addresses[GRAD_AVG_SCALES, t] + 4 * first_block), blocks, np.float32
+            )
+            m_key = _stream_key(steps[t], 1)
+        if b is not None:
+            b_codes = numba.carray(_pointer(addresses[BUFFER, t] + start), n, np.uint8)
+            b_scales = numba.carray(
+                _pointer(addresses[BUFFER_SCALES, t] + 4 * first_block), blocks, np.float32
+            )
+            b_key = _stream_key(steps[t], 2)
+        ct = c[t]
+        for block in range(blocks):
+            lo = block * QUANTIZED_BLOCK
+            hi = min(n, lo + QUANTIZED_BLOCK)
+            count = hi - lo
+            _decode_block(v_codes[lo:hi], v_scales[block], unsigned, v)
+            if m is not None:
+                _decode_block(m_codes[lo:hi], m_scales[block], signed, m)
+            if b is not None:
+                _decode_block(b_codes[lo:hi], b_scales[block], signed, b)
+            _kernel(p[lo:hi], g[lo:hi], v, m, b, ct)  # the float rule, on the scratch
+            scale = _block_scale(v, count, False)
+            v_scales[block] = scale
+            _encode_block(v, scale, v_codes[lo:hi], unsigned, False, v_key, start + lo)
+            if m is not None:
+                scale = _block_scale(m, count, True)
+                m_scales[block] = scale
+                _encode_block(m, scale, m_codes[lo:hi], magnitudes, True, m_key, start + lo)
+            if b is not None:
+                scale = _block_scale(b, count, True)
+                b_scales[block] = scale
+                _encode_block(b, scale, b_codes[lo:hi], magnitudes, True, b_key, start + lo)
+
+
+def _quantized_table_kernel_source(
+    addresses: Any, pieces: Any, c: Any, steps: Any, maps: Any, m_marker: Any, b_marker: Any
+) -> None:
+    v = np.empty(QUANTIZED_BLOCK, np.float32)
+    if m_marker is None:
+        if b_marker is None:
+            _quantized_rows(addresses, pieces, c, steps, maps, v, None, None)
+        else:
+            b = np.empty(QUANTIZED_BLOCK, np.float32)
+            _quantized_rows(addresses, pieces, c, steps, maps, v, None, b)
+    else:
+        m = np.empty(QUANTIZED_BLOCK, np.float32)
+        if b_marker is None:
+            _quantized_rows(addresses, pieces, c, steps, maps, v, m, None)
+        else:
+            b = np.empty(QUANTIZED_BLOCK, np.float32)
+            _quantized_rows(addresses, pieces, c, steps, maps, v, m, b)
+
+
+def _parallel_quantized_table_kernel_source(
+    addresses: Any,
+    rows: Any,
+    bounds: Any,
+    c: Any,
+    steps: Any,
+    maps: Any,
+    m_marker: Any,
+    b_marker: Any,
+) -> None:
+    for share in numba.prange(bounds.size - 1):
+        quantized_table_kernel(
+            addresses, rows[bounds[share] : bounds[share + 1]], c, steps, maps, m_marker, b_marker
+        )
+
+
+def _njit(function: Any, **options: Any) -> Any:
+    if not AVAILABLE:
+        return None
+    return numba.njit(nogil=True, cache=True, error_model="numpy", boundscheck=False, **options)(
+        function
+    )
+
+
+_fmix32: Any = _njit(_fmix32_source)
+_stream_key: Any = _njit(_stream_key_source)
+_decode_block: Any = _njit(_decode_block_source)
+_block_scale: Any = _njit(_block_scale_source)
+_encode_block: Any = _njit(_encode_block_source)
+_quantized_rows: Any = _njit(_quantized_rows_source)
+quantized_table_kernel: Any = _njit(_quantized_table_kernel_source)
+# Compiling this starts Numba's threading layer, as `parallel_table_kernel` does.
+parallel_quantized_table_kernel: Any = _njit(_parallel_quantized_table_kernel_source, parallel=True)
+
+
+class QuantizedTable(Table):
+    """Tensors whose state buffers are 8-bit (codes and block scales), stepped a block of
+    `QUANTIZED_BLOCK` at a time, one kernel call per thread.
+
+    Beyond `Table`'s rows, ``addresses`` rows 2-4 hold the buffers' uint8 codes and rows
+    5-7 their float32 block scales; ``steps[i]`` is tensor i's step count after the update
+    (its random numbers' seed) and ``maps`` the unsigned map, the signed map and the signed
+    map's magnitudes ((k/127)⁴, k = 0..127, then zeros), three rows of 256 float32.
+    Shares split tensors only between blocks.
+    """
+
+    def __init__(
+        self,
+        dtype: Any,
+        numels: Sequence[int],
+        maps: np.ndarray,
+        grad_avg: bool = False,
+        momentum: bool = False,
+    ) -> None:
+        super().__init__(dtype, numels, grad_avg, momentum)
+        self.addresses = np.zeros((8, len(self.numels)), np.int64)
+        self.steps = np.zeros(len(self.numels), np.int64)
+        self.maps = np.ascontiguousarray(maps, np.float32)
+        if self.maps.shape != (3, 256):
+            raise ValueError(f"maps must be 3 rows of 256 float32, got {self.maps.shape}")
+
+    def _split(self, threads: int, serial_below: int) -> list[np.ndarray]:
+        return _split_blocks(self.numels, threads, serial_below)
+
+    def run_rows(self, rows: np.ndarray) -> None:
+        quantized_table_kernel(
+            self.addresses, rows, self.coefficients, self.steps, self.maps, *self.markers
+        )
+
+    def run_shares(self, rows: np.ndarray, bounds: np.ndarray) -> None:
+        parallel_quantized_table_kernel(
+            self.addresses, rows, bounds, self.coefficients, self.steps, self.maps, *self.markers
+        )
+
+
+def _split_blocks(numels: Sequence[int], threads: int, serial_below: int) -> list[np.ndarray]:
+    """`_split`, with every cut inside a tensor on a multiple of `QUANTIZED_BLOCK` (a block's
+    scale depends on all its elements)."""
+    total = sum(numels)
+    if threads == 1 or total < serial_below:
+        return _split(numels, 1, serial_below)
+    share = -(-total // threads)
+    out: list[list[tuple[int, int, int]]] = [[] for _ in range(threads)]
+    done = 0
+    for t, n in enumerate(numels):
+        start = 0
+        while start < n:
+            thread = min(done // share, threads - 1)
+            stop = start + (thread + 1) * share - done
+            stop = min(n, -(-stop // QUANTIZED_BLOCK) * QUANTIZED_BLOCK)
             out[thread].append((t, start, stop))
             done += stop - start
             start = stop
@@ -335,9 +612,9 @@ def _launch_tables(tables: Sequence[Table], threads: int) -> None:
     for table in tables:
         rows, bounds = table.packed_shares(threads)
         if bounds.size == 2:  # one share: inline, no launch
-            table_kernel(table.addresses, rows, table.coefficients, *table.markers)
+            table.run_rows(rows)
         else:
-            parallel_table_kernel(table.addresses, rows, bounds, table.coefficients, *table.markers)
+            table.run_shares(rows, bounds)
 
 
 def _run_on_the_pool(tasks: Sequence[Task], tables: Sequence[Table], threads: int) -> None:
@@ -345,9 +622,7 @@ def _run_on_the_pool(tasks: Sequence[Task], tables: Sequence[Table], threads: in
     work: list[list[tuple[Callable[..., None], tuple[Any, ...]]]] = [[] for _ in range(threads)]
     for table in tables:
         for thread, rows in enumerate(table.shares(threads, SERIAL_BELOW_POOL)):
-            work[thread].append(
-                (table_kernel, (table.addresses, rows, table.coefficients, *table.markers))
-            )
+            work[thread].append((table.run_rows, (rows,)))
     total = sum(len(t.arrays[0]) for t in tasks)
     if threads == 1 or total < SERIAL_BELOW_POOL:
         work[0] += [(_run_range, (t, 0, len(t.arrays[0]))) for t in tasks]

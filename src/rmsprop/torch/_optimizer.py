@@ -887,14 +887,34 @@ def _hyper(group: dict[str, Any]) -> Hyper:
 
 
 def _split_stored_formats(tensors: StepTensors) -> tuple[StepTensors, StepTensors | None]:
-    """(for the fused kernels, for the reference path): the fused kernels do not store
-    8-bit codes or stochastically rounded bfloat16 state yet."""
-    apart = [i for i, v in enumerate(tensors.square_avgs) if _lowmem.format_of(v) is not None]
+    """(for the fused kernels, for the reference path): the Numba kernel steps the 8-bit
+    state of the CPU tensors it takes; the other 8-bit state and stochastically rounded
+    bfloat16 state is the reference path's."""
+    apart = [
+        i
+        for i, v in enumerate(tensors.square_avgs)
+        if _lowmem.format_of(v) is not None and not _fused_takes_8bit(tensors, i)
+    ]
     if not apart:
         return tensors, None
     skipped = set(apart)
     kept = [i for i in range(len(tensors.params)) if i not in skipped]
     return tensors.pick(kept), tensors.pick(apart)
+
+
+def _fused_takes_8bit(tensors: StepTensors, i: int) -> bool:
+    """Whether the fused kernel steps parameter i's 8-bit state (the Numba kernel's
+    quantized tables: float32 or float64 CPU tensors, contiguous)."""
+    p = tensors.params[i]
+    if not p.is_cpu or tensors.square_avgs[i].dtype != torch.uint8:
+        return False
+    if _fused.fused_kernel("cpu") is not _fused.NUMBA:
+        return False
+    from rmsprop.torch._fused.numba_cpu import takes_quantized  # (imports Numba: lazily)
+
+    state = [tensors.square_avgs[i]]
+    state += [listed[i] for listed in (tensors.grad_avgs, tensors.momentum_buffers) if listed]
+    return takes_quantized(p, tensors.grads[i], state)
 
 
 def _state_format(state_dtype: Any) -> torch.dtype | str | None:

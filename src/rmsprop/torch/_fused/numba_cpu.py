@@ -5,10 +5,14 @@ otherwise dense, laid out as their gradient and state) go through one
 address `Table` per dtype, cached with a plan of the step, so a step costs a
 few microseconds of host work however many tensors there are; bfloat16 and
 float16 tensors (contiguous ones) are converted to float32 chunk by chunk.
+float32 and float64 tensors whose state is 8-bit (`rmsprop.torch._lowmem`'s
+codes and block scales, contiguous) go through a `QuantizedTable` per dtype,
+which decodes, steps and encodes each block of 256 in one pass.
 Tensors the kernel cannot take as they are (overlapping or gapped layouts, a
 gradient or state laid out otherwise or of another dtype, lazily conjugated or
-negated views) go through the single-tensor path instead, so every tensor gets
-the same rule.
+negated views; 8-bit state of 16-bit parameters) go through the single-tensor
+path instead (`rmsprop.torch._lowmem.step_in_float` where the state is stored
+narrower than the math), so every tensor gets the same rule.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import torch
 from torch import Tensor
 
 from rmsprop import _lowering
+from rmsprop import quantization as q
 from rmsprop.kernels import numba_cpu as kernel
+from rmsprop.torch import _lowmem
 from rmsprop.torch._fused.plans import (
     addressable,
     cached_plan,
@@ -33,12 +39,25 @@ from rmsprop.torch._fused.plans import (
 from rmsprop.torch._reference import single_tensor_rmsprop
 from rmsprop.torch._step import Hyper, StepTensors, as_real_views, mark_written
 
-__all__ = ["counted_steps", "fused_rmsprop", "plan_to_keep", "prepare", "run", "unsupported_reason"]
+__all__ = [
+    "counted_steps",
+    "fused_rmsprop",
+    "plan_to_keep",
+    "prepare",
+    "run",
+    "takes_quantized",
+    "unsupported_reason",
+]
 
 # Real dtypes whose memory the kernel updates directly, and its dtype for them.
 _DIRECT = {torch.float32: np.float32, torch.float64: np.float64}
 _CONVERTED = (torch.bfloat16, torch.float16)  # float32 math, chunk by chunk
 _ONE = torch.tensor(1.0)  # what every step count grows by: one wrapped scalar for all
+# The quantized tables' maps: unsigned, signed, and the signed magnitudes (k = 0..127).
+_MAPS = np.stack(
+    [q.UNSIGNED_MAP, q.SIGNED_MAP, np.concatenate([q.SIGNED_MAP[128:], np.zeros(128, np.float32)])]
+)
+assert kernel.QUANTIZED_BLOCK == q.BLOCK
 
 
 def unsupported_reason(device_type: str) -> str:
@@ -71,6 +90,9 @@ def fused_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:
     params, grads, square_avgs, m, b, state_steps = tensors
     key = identity(params, square_avgs, m, b, state_steps)
     plan = cached_plan(_plans, key, grads, lambda: _build_plan(tensors))
+    if plan.quantized and not plan.scales_current(tensors):  # same codes, new scales
+        _plans.pop(key, None)
+        plan = cached_plan(_plans, key, grads, lambda: _build_plan(tensors))
     run(plan, tensors, hyper)
     # The kernel writes behind autograd's back: tell it, as an in-place op would
     # (16-bit tensors are written back by copy_, which does).
@@ -89,13 +111,19 @@ def run(
     # (A bad RMSPROP_NUM_THREADS fails here, before any write.)
     threads = kernel.num_threads(limit=torch.get_num_threads())
     state_steps = tensors.state_steps
+    if plan.quantized and not plan.scales_current(tensors):  # first: nothing written yet
+        raise RuntimeError(
+            "8-bit state's block scales were replaced since this step was planned: replace "
+            "them through opt.state[p][key] = ..., which the optimizer follows"
+        )
     if plan.leftover:  # first: if it raises, the kernel's tensors are still untouched
-        picked = tensors.pick(plan.leftover)
-        single_tensor_rmsprop(picked, hyper, capturable=False, differentiable=False)
+        _step_leftover(tensors.pick(plan.leftover), hyper)
     if counted is None:
         counted = counted_steps(plan, tensors)
     if counted:
         torch._foreach_add_(counted, _ONE, alpha=1.0)
+    for quantized, indices in plan.quantized:  # the step counts after the update: the seeds
+        quantized.steps[:] = torch.stack([state_steps[i] for i in indices]).numpy()
     if hyper.bias_correction or plan.rule != hyper:
         c = _lowering.coefficients(hyper, 1)
         for table, indices in plan.tables:
@@ -122,13 +150,33 @@ def counted_steps(plan: _Plan, tensors: StepTensors) -> list[Tensor]:
     return [tensors.state_steps[i] for i in plan.counted]
 
 
+def _step_leftover(tensors: StepTensors, hyper: Hyper) -> None:
+    """The single-tensor path: through `_lowmem.step_in_float` where state is stored
+    narrower than the math (8-bit codes the tables do not take), else the rule itself."""
+    narrow = _lowmem.float_step_indices(tensors, hyper)
+    if narrow:
+        rest = [i for i in range(len(tensors.params)) if i not in set(narrow)]
+        _lowmem.step_in_float(
+            tensors.pick(narrow),
+            hyper,
+            single_tensor_rmsprop,
+            capturable=False,
+            differentiable=False,
+        )
+        tensors = tensors.pick(rest)
+    if tensors.params:
+        single_tensor_rmsprop(tensors, hyper, capturable=False, differentiable=False)
+
+
 class _Plan:
     """How a step's tensors reach the kernel, kept while they are the same tensors.
 
     ``tables`` pairs each address table with the step-list positions of its
-    tensors; ``converted`` are the 16-bit tensors, ``leftover`` those the
-    single-tensor path takes. `rmsprop.torch._plans.cached_plan` keeps
-    ``grads`` and ``signatures``: the gradients the tables point at.
+    tensors (``quantized``: the tables of 8-bit state among them, with the
+    block scales their addresses point at, checked on every step); ``converted``
+    are the 16-bit tensors, ``leftover`` those the single-tensor path takes.
+    `rmsprop.torch._plans.cached_plan` keeps ``grads`` and ``signatures``: the gradients
+    the tables point at.
     """
 
     def __init__(
@@ -136,7 +184,13 @@ class _Plan:
         tables: list[tuple[kernel.Table, list[int]]],
         converted: list[int],
         leftover: list[int],
+        quantized: list[tuple[kernel.QuantizedTable, list[int]]] | None = None,
+        scales: list[Tensor] | None = None,
     ) -> None:
+        self.quantized = quantized or []
+        self.scales = scales or []
+        self.scale_addresses = [t.data_ptr() for t in self.scales]
+        tables = [*tables, *self.quantized]  # type: ignore[list-item]
         self.tables = tables
         self.converted = converted
         self.leftover = leftover
@@ -150,6 +204,21 @@ class _Plan:
         for table, indices in self.tables:
             table.addresses[kernel.GRAD] = [addresses[i] for i in indices]
         self.grads = addresses
+
+    def scales_current(self, tensors: StepTensors) -> bool:
+        """Whether the quantized tables' scales are still each buffer's (the same tensors, at
+        the same addresses): the kernel writes through them."""
+        now = [
+            scales
+            for _, indices in self.quantized
+            for listed in _quantized_lists(tensors)
+            for scales in _scales_of(listed, indices)
+        ]
+        return (
+            len(now) == len(self.scales)
+            and all(a is b for a, b in zip(now, self.scales))
+            and [t.data_ptr() for t in now] == self.scale_addresses
+        )
 
     def written(self, params: list[Tensor]) -> list[Tensor]:
         """The parameters the tables update (see `StepTensors.written`)."""
@@ -175,11 +244,18 @@ def _build_plan(tensors: StepTensors) -> _Plan:
                 )
     repeated = listed_twice(params)  # for the loop, which steps them twice in turn
     by_dtype: dict[Any, list[int]] = {}
+    quantized_by_dtype: dict[Any, list[int]] = {}
     converted: list[int] = []
     leftover: list[int] = []
     for i, p in enumerate(params):
         state = [square_avgs[i], *(ts[i] for ts in (grad_avgs, momentum_buffers) if ts)]
         g = grads[i]
+        if state[0].dtype == torch.uint8:
+            if p.data_ptr() not in repeated and takes_quantized(p, g, state):
+                quantized_by_dtype.setdefault(_DIRECT[real_dtype(p)], []).append(i)
+            else:
+                leftover.append(i)
+            continue
         fits = (
             p.data_ptr() not in repeated
             and addressable(p, [g, *state])
@@ -204,7 +280,77 @@ def _build_plan(tensors: StepTensors) -> _Plan:
             if listed:
                 table.addresses[row] = [listed[i].data_ptr() for i in indices]
         tables.append((table, indices))
-    return _Plan(tables, converted, leftover)
+    quantized: list[tuple[kernel.QuantizedTable, list[int]]] = []
+    scales: list[Tensor] = []
+    for dtype, indices in quantized_by_dtype.items():
+        numels = [_real_numel(params[i]) for i in indices]
+        quantized_table = kernel.QuantizedTable(
+            dtype, numels, _MAPS, bool(grad_avgs), bool(momentum_buffers)
+        )
+        quantized_table.addresses[kernel.PARAM] = [params[i].data_ptr() for i in indices]
+        quantized_table.addresses[kernel.GRAD] = [grads[i].data_ptr() for i in indices]
+        for code_row, scale_row, buffers in _QUANTIZED_ROWS:
+            state = named[buffers]
+            if state:
+                quantized_table.addresses[code_row] = [state[i].data_ptr() for i in indices]
+                found = _scales_of(state, indices)
+                quantized_table.addresses[scale_row] = [t.data_ptr() for t in found]
+        scales += [t for listed in _quantized_lists(tensors) for t in _scales_of(listed, indices)]
+        quantized.append((quantized_table, indices))
+    return _Plan(tables, converted, leftover, quantized, scales)
+
+
+# Each buffer's rows in a quantized table: its codes, its scales.
+_QUANTIZED_ROWS = (
+    (kernel.SQUARE_AVG, kernel.SQUARE_AVG_SCALES, "square_avgs"),
+    (kernel.GRAD_AVG, kernel.GRAD_AVG_SCALES, "grad_avgs"),
+    (kernel.BUFFER, kernel.BUFFER_SCALES, "momentum_buffers"),
+)
+
+
+def _real_numel(p: Tensor) -> int:
+    return p.numel() * (2 if p.is_complex() else 1)
+
+
+def _quantized_lists(tensors: StepTensors) -> list[list[Tensor]]:
+    return [ts for ts in (tensors.square_avgs, tensors.grad_avgs, tensors.momentum_buffers) if ts]
+
+
+def _scales_of(listed: list[Tensor], indices: list[int]) -> list[Tensor]:
+    found = [_lowmem.format_of(listed[i]) for i in indices]
+    return [f.scales for f in found if f is not None and f.scales is not None]
+
+
+def takes_quantized(p: Tensor, g: Tensor, state: list[Tensor]) -> bool:
+    """Whether a `kernel.QuantizedTable` takes a parameter with this gradient and 8-bit
+    state (the lists its rule uses): a contiguous float32 or float64 (complex64, complex128)
+    CPU parameter and gradient, and each buffer contiguous uint8 codes with their block
+    scales recorded (`_lowmem.keep_format`), contiguous float32 on the CPU."""
+    if real_dtype(p) not in _DIRECT or g.dtype != p.dtype:
+        return False
+    if not (p.is_cpu and g.is_cpu and p.is_contiguous() and g.is_contiguous()):
+        return False
+    if p.is_conj() or p.is_neg() or g.is_conj() or g.is_neg() or g.shape != p.shape:
+        return False
+    numel = _real_numel(p)
+    blocks = -(-numel // q.BLOCK)
+    for codes in state:
+        stored = _lowmem.format_of(codes)
+        if stored is None or stored.scales is None:
+            return False
+        scales = stored.scales
+        if not (
+            codes.dtype == torch.uint8
+            and codes.is_cpu
+            and codes.is_contiguous()
+            and codes.numel() == numel
+            and scales.dtype == torch.float32
+            and scales.is_cpu
+            and scales.is_contiguous()
+            and scales.numel() == blocks
+        ):
+            return False
+    return True
 
 
 def _converted_task(tensors: StepTensors, i: int, hyper: Hyper) -> kernel.Task:
