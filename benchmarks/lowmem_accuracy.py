@@ -204,7 +204,7 @@ def train(task: Task, setting: StateSetting, lr: float, seed: int, held_out: Spl
         optimizer.step()
     accuracy, loss = evaluate(model, held_out)
     parameters = sum(p.numel() for p in model.parameters())
-    return Outcome(accuracy, loss, _state_nbytes(optimizer.state) / parameters)
+    return Outcome(accuracy, loss, optimizer.state_nbytes() / parameters)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -283,16 +283,6 @@ def main() -> None:
     else:
         compare(tasks, QUICK_SEEDS if args.quick else SEEDS)
     print(f"\n{time.perf_counter() - started:.0f} s")
-
-
-def _state_nbytes(state: Any) -> int:
-    """Bytes of every tensor in an optimizer's state (codes and scales included)."""
-    return sum(
-        t.numel() * t.element_size()
-        for s in state.values()
-        for t in s.values()
-        if torch.is_tensor(t)
-    )
 
 
 if __name__ == "__main__":

@@ -539,10 +539,11 @@ def buffer_nbytes(p: Tensor | int, state_dtype: torch.dtype | str | None) -> int
 
 def state_nbytes(state: Mapping[Any, Mapping[str, Any]]) -> int:
     """Bytes an optimizer's state buffers take (codes, scales and float buffers; step counts
-    not counted), summed over its parameters: ``state_nbytes(opt.state)``."""
+    not counted), summed over its parameters: ``state_nbytes(opt.state)``. A DTensor counts
+    its local shard, the memory this process holds."""
     keys = {*BUFFER_KEYS, *map(scales_key, BUFFER_KEYS)}
     return sum(
-        value.numel() * value.element_size()
+        _local(value).numel() * value.element_size()
         for p_state in state.values()
         for key, value in p_state.items()
         if key in keys and isinstance(value, Tensor)

@@ -432,6 +432,26 @@ class RMSprop(Optimizer):
             raise ValueError(f"{where} has negative values: not an average of squares")
         return _lowmem.quantize_buffer(value.to(p.device), name, step)
 
+    def state_nbytes(self) -> int:
+        """Bytes the state buffers take, summed over the parameters: the averages and the
+        momentum buffers in their stored dtype, 8-bit codes with their block scales (step
+        counts not counted). A DTensor counts its local shard.
+
+        Example:
+            >>> import torch
+            >>> from rmsprop.torch import RMSprop
+            >>> model = torch.nn.Linear(1000, 100)  # 100,100 parameters
+            >>> for state_dtype in (None, torch.bfloat16, "8bit"):
+            ...     opt = RMSprop(model.parameters(), state_dtype=state_dtype)
+            ...     model(torch.randn(2, 1000)).sum().backward()
+            ...     opt.step()
+            ...     print(opt.state_nbytes())
+            400400
+            200200
+            101964
+        """
+        return _lowmem.state_nbytes(self.state)
+
     def full_precision_state_dict(self) -> dict[str, Any]:
         """`state_dict` with every buffer in float32 (or the parameter's wider dtype), which
         `torch.optim.RMSprop` (or this class with float state) loads.
@@ -887,13 +907,13 @@ def _hyper(group: dict[str, Any]) -> Hyper:
 
 
 def _split_stored_formats(tensors: StepTensors) -> tuple[StepTensors, StepTensors | None]:
-    """(for the fused kernels, for the reference path): the Numba kernel steps the 8-bit
-    state of the CPU tensors it takes; the other 8-bit state and stochastically rounded
-    bfloat16 state is the reference path's."""
+    """(for the fused kernels, for the reference path): low-memory state (8-bit codes,
+    stochastically rounded bfloat16) goes to the reference path where the device's fused
+    kernel does not take it (`rmsprop.torch._fused.takes_stored_format`)."""
     apart = [
         i
         for i, v in enumerate(tensors.square_avgs)
-        if _lowmem.format_of(v) is not None and not _fused_takes_8bit(tensors, i)
+        if _lowmem.format_of(v) is not None and not _fused_takes_stored_format(tensors, i)
     ]
     if not apart:
         return tensors, None
@@ -902,19 +922,10 @@ def _split_stored_formats(tensors: StepTensors) -> tuple[StepTensors, StepTensor
     return tensors.pick(kept), tensors.pick(apart)
 
 
-def _fused_takes_8bit(tensors: StepTensors, i: int) -> bool:
-    """Whether the fused kernel steps parameter i's 8-bit state (the Numba kernel's
-    quantized tables: float32 or float64 CPU tensors, contiguous)."""
-    p = tensors.params[i]
-    if not p.is_cpu or tensors.square_avgs[i].dtype != torch.uint8:
-        return False
-    if _fused.fused_kernel("cpu") is not _fused.NUMBA:
-        return False
-    from rmsprop.torch._fused.numba_cpu import takes_quantized  # (imports Numba: lazily)
-
+def _fused_takes_stored_format(tensors: StepTensors, i: int) -> bool:
     state = [tensors.square_avgs[i]]
     state += [listed[i] for listed in (tensors.grad_avgs, tensors.momentum_buffers) if listed]
-    return takes_quantized(p, tensors.grads[i], state)
+    return _fused.takes_stored_format(tensors.params[i], tensors.grads[i], state)
 
 
 def _state_format(state_dtype: Any) -> torch.dtype | str | None:

@@ -50,6 +50,7 @@ __all__ = [
     "keep_step",
     "on_device",
     "prepare",
+    "takes_stored_format",
     "why_not_fused",
     "why_not_on",
 ]
@@ -110,6 +111,23 @@ def _interpreting() -> bool:
 def why_not_on(device_type: str) -> str:
     """Why no fused kernel can step tensors of ``device_type`` here ('' when one can)."""
     return fused_kernel(device_type).why_not(device_type)
+
+
+def takes_stored_format(p: Tensor, grad: Tensor, state: list[Tensor]) -> bool:
+    """Whether the fused kernel of ``p``'s device steps ``p``'s low-memory state itself
+    (8-bit codes with their block scales, or stochastically rounded bfloat16, as
+    `rmsprop.torch._lowmem.keep_format` recorded it); where it does not, the optimizer
+    hands that parameter to the reference path.
+
+    Args:
+        p: the parameter.
+        grad: its gradient.
+        state: its buffers the rule uses (v, then m, then b).
+    """
+    kernel = fused_kernel(p.device.type)
+    if kernel.why_not(p.device.type):
+        return False
+    return bool(_launcher(kernel.name).takes_stored_format(p, grad, state))
 
 
 def why_not_fused(params: list[Tensor]) -> str:

@@ -45,7 +45,7 @@ __all__ = [
     "plan_to_keep",
     "prepare",
     "run",
-    "takes_quantized",
+    "takes_stored_format",
     "unsupported_reason",
 ]
 
@@ -251,7 +251,7 @@ def _build_plan(tensors: StepTensors) -> _Plan:
         state = [square_avgs[i], *(ts[i] for ts in (grad_avgs, momentum_buffers) if ts)]
         g = grads[i]
         if state[0].dtype == torch.uint8:
-            if p.data_ptr() not in repeated and takes_quantized(p, g, state):
+            if p.data_ptr() not in repeated and takes_stored_format(p, g, state):
                 quantized_by_dtype.setdefault(_DIRECT[real_dtype(p)], []).append(i)
             else:
                 leftover.append(i)
@@ -321,7 +321,7 @@ def _scales_of(listed: list[Tensor], indices: list[int]) -> list[Tensor]:
     return [f.scales for f in found if f is not None and f.scales is not None]
 
 
-def takes_quantized(p: Tensor, g: Tensor, state: list[Tensor]) -> bool:
+def takes_stored_format(p: Tensor, g: Tensor, state: list[Tensor]) -> bool:
     """Whether a `kernel.QuantizedTable` takes a parameter with this gradient and 8-bit
     state (the lists its rule uses): a contiguous float32 or float64 (complex64, complex128)
     CPU parameter and gradient, and each buffer contiguous uint8 codes with their block

@@ -41,7 +41,14 @@ from rmsprop.torch._fused.settings import DEFAULT_LAUNCH, LaunchSettings
 from rmsprop.torch._reference import reference_step
 from rmsprop.torch._step import Hyper, StepTensors, mark_written
 
-__all__ = ["fused_rmsprop", "plan_to_keep", "prepare", "run", "unsupported_reason"]
+__all__ = [
+    "fused_rmsprop",
+    "plan_to_keep",
+    "prepare",
+    "run",
+    "takes_stored_format",
+    "unsupported_reason",
+]
 
 
 def prepare(params: list[Tensor], centered: bool, momentum: bool) -> None:
@@ -61,6 +68,12 @@ _TL_DTYPES: dict[torch.dtype, Any] = (
     if kernel.AVAILABLE
     else {}
 )
+
+
+def takes_stored_format(p: Tensor, grad: Tensor, state: list[Tensor]) -> bool:
+    """Whether this kernel steps a parameter's low-memory state (8-bit codes, stochastically
+    rounded bfloat16 state) itself: not yet, the reference path does."""
+    return False
 
 
 def unsupported_reason(device_type: str) -> str:
