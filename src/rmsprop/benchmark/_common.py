@@ -24,16 +24,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IMPLEMENTATIONS",
+    "STATEFUL",
+    "STATE_DTYPES",
     "VARIANTS",
     "Column",
     "OptaxStep",
     "Row",
     "Shape",
+    "StateDtype",
     "Step",
+    "Timed",
     "Variant",
     "add_speedups",
+    "add_state_speedups",
     "available",
     "by_shape",
+    "check_state_dtypes",
     "first_call_s",
     "format_ratio",
     "jitted_update",
@@ -44,8 +50,13 @@ __all__ = [
     "optax_steps",
     "parameter_count",
     "parameter_sets",
+    "shows_state",
+    "state_cell",
+    "state_nbytes",
+    "state_options",
     "terminal_table",
     "time_host",
+    "timed",
     "torch_step",
     "unavailable",
     "versions",
@@ -91,6 +102,84 @@ IMPLEMENTATIONS: tuple[str, ...] = (
     "torch.compile",
     "optax jit",
 )
+
+
+@dataclass(frozen=True)
+class StateDtype:
+    """How `rmsprop.torch.RMSprop` stores its state: ``state_dtype`` (a torch dtype's name or
+    ``"8bit"``) and ``stochastic_rounding``."""
+
+    stored: str
+    stochastic: bool = False
+
+
+# --state-dtype's names (`rmsprop info` sizes the same formats).
+STATE_DTYPES: dict[str, StateDtype] = {
+    "float32": StateDtype("float32"),
+    "bfloat16": StateDtype("bfloat16"),
+    "bfloat16-stochastic": StateDtype("bfloat16", stochastic=True),
+    "8bit": StateDtype("8bit"),
+}
+# The implementations a state dtype applies to: ours. torch.optim.RMSprop, optax and the
+# NumPy fast path keep their state in the parameters' dtype.
+STATEFUL: tuple[str, ...] = ("rmsprop fused", "rmsprop foreach")
+
+
+class Timed(NamedTuple):
+    """One column of a comparison: ``implementation`` with its state in ``state``."""
+
+    label: str  # the row's "implementation": "rmsprop fused", "rmsprop fused 8bit", ...
+    implementation: str
+    state: str  # a `STATE_DTYPES` name: the parameters' dtype unless the label says otherwise
+
+
+def check_state_dtypes(state_dtypes: Iterable[str], param_dtypes: Iterable[str]) -> None:
+    """ValueError for a state dtype `timed` can't time beside parameters of these dtypes."""
+    state_dtypes, param_dtypes = list(state_dtypes), list(param_dtypes)
+    for name in state_dtypes:
+        if name not in STATE_DTYPES:
+            raise ValueError(f"unknown state dtype {name!r}; choose from {', '.join(STATE_DTYPES)}")
+    if "bfloat16-stochastic" in state_dtypes and "bfloat16" in param_dtypes:
+        # There stochastic_rounding=True would round the parameters, not the state.
+        raise ValueError(
+            "bfloat16-stochastic is bfloat16 state beside float32 parameters; bfloat16 "
+            "parameters keep bfloat16 state already (and stochastic_rounding would round the "
+            "parameters themselves)"
+        )
+
+
+def timed(
+    implementations: Iterable[str], state_dtypes: Iterable[str] | None, param_dtype: str
+) -> list[Timed]:
+    """The columns of one comparison, in order: each of `STATEFUL` once per state dtype (in
+    `STATE_DTYPES`' order; ``None``: the parameters' dtype), each other implementation once.
+    A column whose state is not the parameters' dtype is named for it: ``rmsprop fused 8bit``.
+
+    >>> [t.label for t in timed(["rmsprop fused", "torch foreach"], ["8bit", "float32"],
+    ...                         "float32")]
+    ['rmsprop fused', 'rmsprop fused 8bit', 'torch foreach']
+    """
+    wanted = [param_dtype] if state_dtypes is None else list(state_dtypes)
+    check_state_dtypes(wanted, [param_dtype])
+    states = [name for name in STATE_DTYPES if name in wanted]
+    columns = []
+    for name in implementations:
+        for state in states if name in STATEFUL else [param_dtype]:
+            label = name if state == param_dtype else f"{name} {state}"
+            columns.append(Timed(label, name, state))
+    return columns
+
+
+def state_options(state: str, param_dtype: str) -> dict[str, Any]:
+    """`rmsprop.torch.RMSprop`'s options for state ``state`` beside ``param_dtype`` parameters:
+    none where that is the parameters' dtype (the optimizer's default)."""
+    if state == param_dtype:
+        return {}
+    import torch
+
+    form = STATE_DTYPES[state]
+    stored = form.stored if form.stored == "8bit" else getattr(torch, form.stored)
+    return {"state_dtype": stored, **({"stochastic_rounding": True} if form.stochastic else {})}
 
 
 def parameter_count(shape: Shape) -> int:
@@ -155,17 +244,22 @@ def torch_step(
     params: list[torch.nn.Parameter],
     options: Mapping[str, Any],
     launch: LaunchSettings | None = None,
+    state: Mapping[str, Any] | None = None,
 ) -> Step:
     """The step of an eager torch implementation over ``params`` (torch.compile has recipes
-    of its own per engine); the fused kernel launches with ``launch`` (None: its defaults)."""
+    of its own per engine); the fused kernel launches with ``launch`` (None: its defaults).
+    ``state`` (`state_options`) sets how this project's optimizer stores its state."""
     import torch
 
     from rmsprop.torch import RMSprop
 
+    state = dict(state or {})
+    if state and name not in STATEFUL:
+        raise ValueError(f"{name} keeps its state in the parameters' dtype, not {state}")
     if name == "rmsprop fused":
-        return RMSprop(params, fused=True, launch=launch, **options).step
+        return RMSprop(params, fused=True, launch=launch, **options, **state).step
     if name == "rmsprop foreach":
-        return RMSprop(params, fused=False, foreach=True, **options).step
+        return RMSprop(params, fused=False, foreach=True, **options, **state).step
     if name == "torch foreach":
         return torch.optim.RMSprop(params, foreach=True, **options).step
     if name == "torch for-loop":
@@ -228,6 +322,31 @@ def optax_steps(
     return steps
 
 
+def state_nbytes(step: Step) -> int | None:
+    """Bytes the state of a built step holds (its averages and momentum buffers; 8-bit codes
+    with their scales; not the step counts), measured from its optimizer: `rmsprop.torch`'s
+    ``state_nbytes()``, the tensors of a ``torch.optim`` optimizer's state, the arrays of
+    an optax state or of a step that says (a ``state_nbytes`` method). None where the step
+    hides its optimizer (torch.compile's)."""
+    owner: Any = getattr(step, "__self__", step)  # a bound optimizer.step, or a step object
+    measure = getattr(owner, "state_nbytes", None)
+    if callable(measure):
+        return int(measure())
+    if isinstance(step, OptaxStep):
+        import jax
+
+        leaves = jax.tree_util.tree_leaves(step.state)
+        return sum(int(leaf.nbytes) for leaf in leaves if leaf.ndim)  # (not the count)
+    if hasattr(owner, "param_groups"):  # a torch.optim optimizer: its state's tensors
+        return sum(
+            int(value.numel() * value.element_size())
+            for p_state in owner.state.values()
+            for key, value in p_state.items()
+            if key != "step" and hasattr(value, "element_size")
+        )
+    return None
+
+
 # Timing.
 
 
@@ -273,6 +392,34 @@ def add_speedups(group: Sequence[Row], references: Mapping[str, str]) -> None:
     for row in group:
         for key, reference in references.items():
             row[key] = median[reference] / row["median_ms"] if reference in median else None
+
+
+def add_state_speedups(group: Sequence[Row], columns: Iterable[Timed]) -> None:
+    """Adds ``vs_default_state``: the median of the same implementation with its state in the
+    parameters' dtype over the row's, for each column whose state is another (None for the
+    rest, and where that implementation was not timed with default state)."""
+    median = {row["implementation"]: row["median_ms"] for row in group}
+    reference = {c.label: c.implementation for c in columns if c.label != c.implementation}
+    for row in group:
+        base = reference.get(row["implementation"])
+        row["vs_default_state"] = (
+            median[base] / row["median_ms"] if base is not None and base in median else None
+        )
+
+
+def shows_state(rows: Iterable[Row]) -> bool:
+    """Whether a table of these rows needs the state's columns: some row's state is not its
+    parameters' dtype (so the tables of a default run stay as they were)."""
+    return any(
+        row.get("state_dtype", row.get("dtype", "float32")) != row.get("dtype", "float32")
+        for row in rows
+    )
+
+
+def state_cell(row: Row) -> str:
+    """The state's bytes per parameter, as measured (``—`` where it could not be)."""
+    value = row.get("state_bytes_per_param")
+    return "—" if value is None else f"{value:.3f}"
 
 
 def by_shape(rows: Iterable[Row]) -> dict[str, list[Row]]:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rmsprop.benchmark import _common
-from rmsprop.benchmark._common import VARIANTS, Column, Row, Shape, Step
+from rmsprop.benchmark._common import STATE_DTYPES, VARIANTS, Column, Row, Shape, Step
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,8 +50,11 @@ __all__ = [
     "IMPLEMENTATIONS",
     "REFERENCES",
     "SHAPES",
+    "STATE_COLUMNS",
+    "STATE_DTYPES",
     "VARIANTS",
     "address_table",
+    "columns",
     "environment",
     "first_call_in_fresh_processes",
     "markdown",
@@ -86,6 +89,8 @@ def run_cpu(
     *,
     warmup: int = 3,
     each_group: Callable[[list[Row]], None] | None = None,
+    state_dtypes: Iterable[str] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[Row]:
     """Times every implementation on the CPU; returns one row per measurement.
 
@@ -97,29 +102,46 @@ def run_cpu(
     rounds discards it. ``progress`` hears what is about to be built,
     ``each_group`` every comparison's rows (one shape and variant) as it ends.
 
+    ``state_dtypes`` (names in `STATE_DTYPES`; default: float32, the
+    parameters' dtype) times this project's implementations once per way of
+    storing the state, each a column of its own named for it (``rmsprop fused
+    8bit``; see `rmsprop.benchmark._common.timed`); the others keep float32.
+
     Implementations that can't run here (optax or Numba missing) are left
-    out. Each row: shape, variant, implementation, params, bytes_per_param,
-    median_ms, compile_s (the first step, for compiled implementations),
-    gb_per_s at the minimal byte count, vs_add (that bandwidth over the
-    in-place add's), and the speed-ups over torch.optim.RMSprop's foreach and
-    for-loop paths (`REFERENCES`).
+    out; one whose first step fails is left out of its comparison, with a
+    ``log`` line saying why. Each row: shape, variant, implementation,
+    params, bytes_per_param (the fewest a step moves: 3 per parameter access
+    and the state read and written, as measured), median_ms, compile_s (the
+    first step, for compiled implementations), gb_per_s at those bytes, vs_add
+    (that bandwidth over the in-place add's), the speed-ups over
+    torch.optim.RMSprop's foreach and for-loop paths (`REFERENCES`),
+    state_dtype, state_bytes_per_param (measured from the optimizer after the
+    first step; None where it hides it) and vs_default_state (the same
+    implementation with float32 state over this one; None for float32 state).
     """
     shapes = SHAPES if shapes is None else shapes
     variants = list(VARIANTS if variants is None else variants)
     wanted = IMPLEMENTATIONS if implementations is None else implementations
     implementations, _ = _common.available(wanted, "cpu")
+    columns = _common.timed(implementations, state_dtypes, "float32")
+    say = log or (lambda line: None)
     rows = []
     for shape_name, shape in shapes.items():
         params = _common.parameter_count(shape)
         for variant in variants:
             options = VARIANTS[variant].options
-            bytes_per_param = VARIANTS[variant].bytes_per_param()
             built: dict[str, tuple[Step, float]] = {"in-place add": (_inplace_add(shape), 0.0)}
-            for name in implementations:
+            state_bytes: dict[str, int | None] = {}
+            for column in columns:
                 if progress:
-                    progress(f"{shape_name} · {variant} · {name}")
-                step = _build(name, shape, options)
-                built[name] = (step, _common.first_call_s(step))
+                    progress(f"{shape_name} · {variant} · {column.label}")
+                try:
+                    step = _build(column.implementation, shape, options, column.state)
+                    built[column.label] = (step, _common.first_call_s(step))
+                except Exception as error:  # one broken column must not end the run
+                    say(f"{shape_name} · {variant} · {column.label} failed: {error!r}")
+                    continue
+                state_bytes[column.label] = _common.state_nbytes(step)
             times: dict[str, list[float]] = {name: [] for name in built}
             for _ in range(rounds):
                 for name, (step, _) in built.items():
@@ -129,7 +151,15 @@ def run_cpu(
             median = {name: statistics.median(t) for name, t in times.items()}
             add_gb_per_s = 12 * params / median.pop("in-place add") / 1e6  # read a, b; write a
             group = []
-            for name in implementations:
+            for column in columns:
+                name = column.label
+                if name not in median:
+                    continue
+                measured = state_bytes[name]
+                bytes_per_param: float = VARIANTS[variant].bytes_per_param()
+                if column.state != "float32" and measured is not None:
+                    # θ read and written, g read; every state byte read and written.
+                    bytes_per_param = (3 * 4 * params + 2 * measured) / params
                 gb_per_s = bytes_per_param * params / median[name] / 1e6
                 group.append(
                     {
@@ -142,9 +172,12 @@ def run_cpu(
                         "compile_s": first_step[name],
                         "gb_per_s": gb_per_s,
                         "vs_add": gb_per_s / add_gb_per_s,
+                        "state_dtype": column.state,
+                        "state_bytes_per_param": None if measured is None else measured / params,
                     }
                 )
             _common.add_speedups(group, REFERENCES)
+            _common.add_state_speedups(group, columns)
             rows += group
             if each_group:
                 each_group(group)
@@ -222,6 +255,24 @@ COLUMNS = (
     Column("× torch for-loop", lambda r: _common.format_ratio(r["vs_torch_forloop"]), "× loop"),
     Column("first step s", lambda r: f"{r['compile_s']:.2f}", "first s"),
 )
+# With state other than float32: its bytes after the implementation, and the speed-up over
+# the same implementation with float32 state (state_dtype=None) at the end.
+STATE_COLUMNS = (
+    *COLUMNS[:2],
+    Column("state bytes / param", _common.state_cell, "state B/param"),
+    *COLUMNS[2:-1],
+    Column(
+        "× state_dtype=None",
+        lambda r: _common.format_ratio(r.get("vs_default_state")),
+        "× default state",
+    ),
+    COLUMNS[-1],
+)
+
+
+def columns(rows: Iterable[Row]) -> tuple[Column, ...]:
+    """The table's columns: `STATE_COLUMNS` where some row keeps state other than float32."""
+    return STATE_COLUMNS if _common.shows_state(rows) else COLUMNS
 
 
 def title(row: Row) -> str:
@@ -231,20 +282,21 @@ def title(row: Row) -> str:
 
 def markdown(rows: Iterable[Row]) -> str:
     """The rows as a Markdown table per shape."""
-    return _common.markdown(rows, COLUMNS)
+    rows = list(rows)
+    return _common.markdown(rows, columns(rows))
 
 
-def _build(name: str, shape: Shape, options: Mapping[str, Any]) -> Step:
+def _build(name: str, shape: Shape, options: Mapping[str, Any], state: str = "float32") -> Step:
     if name == "optax jit":
         return _common.optax_steps(shape, options)[0]
     if name == "numpy fused":
-        return _numpy_fused(shape, options)
+        return _NumpyFused(shape, options)
     import torch
 
     params = _common.parameter_sets(shape, torch.float32, 1, device="cpu")[0]
     if name == "torch.compile":
         return _torch_compile(params, options)
-    return _common.torch_step(name, params, options)
+    return _common.torch_step(name, params, options, state=_common.state_options(state, "float32"))
 
 
 def _inplace_add(shape: Shape) -> Step:
@@ -273,17 +325,25 @@ def _torch_compile(params: list[Any], options: Mapping[str, Any]) -> Step:
     return step
 
 
-def _numpy_fused(shape: Shape, options: Mapping[str, Any]) -> Step:
-    import numpy as np
+class _NumpyFused:
+    """A step of `rmsprop.numpy.RMSprop` with its fused kernel, which says what its state holds."""
 
-    import rmsprop.numpy as rnp
+    def __init__(self, shape: Shape, options: Mapping[str, Any]) -> None:
+        import numpy as np
 
-    rng = np.random.default_rng(0)
-    params = [rng.standard_normal(s, dtype=np.float32) for s in shape]
-    grads = [1e-2 * rng.standard_normal(s, dtype=np.float32) for s in shape]
-    opt = rnp.RMSprop(params, fused=True, **{"decay": 0.99, **options})
+        import rmsprop.numpy as rnp
 
-    def step() -> None:
-        opt.step(grads)
+        rng = np.random.default_rng(0)
+        params = [rng.standard_normal(s, dtype=np.float32) for s in shape]
+        self.grads = [1e-2 * rng.standard_normal(s, dtype=np.float32) for s in shape]
+        self.opt = rnp.RMSprop(params, fused=True, **{"decay": 0.99, **options})
 
-    return step
+    def __call__(self) -> None:
+        self.opt.step(self.grads)
+
+    def state_nbytes(self) -> int:
+        """Bytes of its state's arrays (the step counts are ints, not arrays)."""
+        import numpy as np
+
+        leaves: list[Any] = [value for leaf in self.opt.state for value in leaf]
+        return sum(int(value.nbytes) for value in leaves if isinstance(value, np.ndarray))

@@ -43,7 +43,7 @@ from dataclasses import astuple
 from typing import TYPE_CHECKING, NamedTuple
 
 from rmsprop.benchmark import _common
-from rmsprop.benchmark._common import VARIANTS, Column, Row, Shape, Step
+from rmsprop.benchmark._common import STATE_DTYPES, VARIANTS, Column, Row, Shape, Step
 
 if TYPE_CHECKING:
     from rmsprop.torch import LaunchSettings
@@ -56,6 +56,8 @@ __all__ = [
     "LAUNCH_SETTINGS",
     "REFERENCES",
     "SHAPES",
+    "STATE_COLUMNS",
+    "STATE_DTYPES",
     "SWEEP_COLUMNS",
     "TARGETS",
     "VARIANTS",
@@ -63,6 +65,7 @@ __all__ = [
     "Target",
     "best_launch",
     "check_launch",
+    "columns",
     "copy_bandwidth",
     "environment",
     "gpt_shapes",
@@ -153,10 +156,14 @@ def plan(
 
 def make_steps(
     name: str, shape: Shape, dtype: str, variant: str, count: int, device: str = "cuda",
-    launch: LaunchSettings | None = None,
+    launch: LaunchSettings | None = None, state: str | None = None,
 ) -> list[Step]:  # fmt: skip
-    """``count`` independent steps of implementation ``name``, to rotate over."""
+    """``count`` independent steps of implementation ``name``, to rotate over; ``state`` (a
+    `STATE_DTYPES` name; None: the parameters' dtype) is how this project's keep their state."""
     options = VARIANTS[variant].options
+    state_options = _common.state_options(state or dtype, dtype)
+    if state_options and name not in _common.STATEFUL:
+        raise ValueError(f"{name} keeps its state in the parameters' dtype, not {state}")
     if name == "optax jit":
         return list(_common.optax_steps(shape, options, dtype, count))
     import torch
@@ -169,7 +176,7 @@ def make_steps(
             for params in sets
         ]
         return [torch.compile(opt.step) for opt in optimizers]
-    return [_common.torch_step(name, params, options, launch) for params in sets]
+    return [_common.torch_step(name, params, options, launch, state_options) for params in sets]
 
 
 def time_cuda(steps: Sequence[Step], repeats: int, warmup: int) -> dict[str, float]:
@@ -217,17 +224,26 @@ def _event_times(calls: Sequence[Step], repeats: int) -> list[float]:
 
 def make_row(
     shape: str, dtype: str, variant: str, implementation: str, timing: Mapping[str, float],
-    copy_tb_s: float, rotated: int = 1,
+    copy_tb_s: float, rotated: int = 1, *, state_dtype: str | None = None,
+    state_bytes: int | None = None,
 ) -> Row:  # fmt: skip
-    """One measurement as a row (speed-ups come later, from its comparison's other rows)."""
+    """One measurement as a row (speed-ups come later, from its comparison's other rows):
+    its state in ``state_dtype`` (None: the parameters' dtype), ``state_bytes`` measured
+    from one of its optimizers (None: not known). State of another dtype than the
+    parameters' counts as measured in the minimal bytes: read and written once."""
     model = SHAPES[shape]
+    params = _common.parameter_count(model)
+    state_dtype = state_dtype or dtype
     least = minimal_bytes(model, dtype, variant)
+    if state_dtype != dtype and state_bytes is not None:
+        least = 3 * DTYPES[dtype] * params + 2 * state_bytes  # θ read and written, g read
     tb_s = least / timing["median_ms"] / 1e9
     return {
         "shape": shape, "dtype": dtype, "variant": variant, "implementation": implementation,
-        "params": _common.parameter_count(model), "tensors": len(model), "minimal_bytes": least,
+        "params": params, "tensors": len(model), "minimal_bytes": least,
         "rotation": rotated, **timing, "tb_per_s": tb_s, "of_copy": tb_s / copy_tb_s,
-        "copy_tb_s": copy_tb_s,
+        "copy_tb_s": copy_tb_s, "state_dtype": state_dtype,
+        "state_bytes_per_param": None if state_bytes is None else state_bytes / params,
     }  # fmt: skip
 
 
@@ -244,6 +260,7 @@ def run_cuda(
     log: Callable[[str], None] | None = None,
     each_group: Callable[[list[Row]], None] | None = None,
     launch: LaunchSettings | None = None,
+    state_dtypes: Iterable[str] | None = None,
 ) -> list[Row]:
     """Times every implementation on the first CUDA device; returns one row per measurement.
 
@@ -254,12 +271,19 @@ def run_cuda(
     what is about to be timed, ``log`` the copy bandwidth at the start and
     the end, ``each_group`` every comparison's rows as it ends; the fused kernel
     launches with ``launch`` (`launch_settings`; ``None``: its defaults).
+    ``state_dtypes`` (names in `STATE_DTYPES`; default: the parameters' dtype,
+    as torch keeps it) times this project's implementations once per way of
+    storing the state, each a column named for it where it is not the
+    parameters' dtype (``rmsprop fused 8bit``; `rmsprop.benchmark._common.timed`).
 
     Each row: shape, dtype, variant, implementation, params, tensors,
     minimal_bytes, rotation (parameter sets stepped in turn), median_ms,
     wall_ms, first_s, tb_per_s at the minimal byte count, of_copy (that over
     copy_tb_s, the copy bandwidth at the start) and the speed-ups over torch
-    foreach, torch.compile and optax (`REFERENCES`; None where not timed).
+    foreach, torch.compile and optax (`REFERENCES`; None where not timed),
+    state_dtype, state_bytes_per_param (measured from the first optimizer after
+    the timing; None where it hides it) and vs_default_state (the same
+    implementation with the parameters' dtype of state over this one).
     """
     import torch
 
@@ -275,6 +299,8 @@ def run_cuda(
     dtypes = DTYPES if dtypes is None else dtypes
     variants = VARIANTS if variants is None else variants
     groups = plan(models, dtypes, variants, names, compile_max)
+    states = None if state_dtypes is None else list(state_dtypes)
+    _common.check_state_dtypes(states or [], [group[1] for group in groups])
     copy_tb_s = copy_bandwidth()
     say(f"device-to-device copy: {copy_tb_s:.2f} TB/s (read + write)")
     l2_bytes = torch.cuda.get_device_properties(0).L2_cache_size
@@ -289,19 +315,30 @@ def run_cuda(
             model = SHAPES[shape]
             set_bytes = VARIANTS[variant].tensors * DTYPES[dtype] * _common.parameter_count(model)
             measured = []
-            for name in group_names:
+            columns = _common.timed(group_names, states, dtype)
+            for column in columns:
+                name = column.label
                 torch.cuda.empty_cache()
                 free, _ = torch.cuda.mem_get_info()
                 count = rotation(set_bytes, free, l2_bytes)
                 if progress:
                     progress(f"{shape} · {dtype} · {variant} · {name} ({count} sets)")
+                # (the state given only where it is not the parameters': as before otherwise)
+                state = {} if column.state == dtype else {"state": column.state}
                 try:
-                    timing = _time_one(name, model, dtype, variant, count, steps, warmup, launch)
+                    timing, state_bytes = _time_one(
+                        column.implementation, model, dtype, variant, count, steps, warmup,
+                        launch, **state,
+                    )  # fmt: skip
                 except Exception as error:  # one broken implementation must not end the run
                     say(f"{shape} · {dtype} · {variant} · {name} failed: {error!r}")
                     continue
-                measured.append(make_row(shape, dtype, variant, name, timing, copy_tb_s, count))
+                measured.append(make_row(
+                    shape, dtype, variant, name, timing, copy_tb_s, count,
+                    state_dtype=column.state, state_bytes=state_bytes,
+                ))  # fmt: skip
             _common.add_speedups(measured, REFERENCES)
+            _common.add_state_speedups(measured, columns)
             rows += measured
             if each_group:
                 each_group(measured)
@@ -311,13 +348,16 @@ def run_cuda(
 
 def _time_one(
     name: str, model: Shape, dtype: str, variant: str, count: int, steps: int, warmup: int,
-    launch: LaunchSettings | None = None,
-) -> dict[str, float]:  # fmt: skip
-    built = make_steps(name, model, dtype, variant, count, launch=launch)
+    launch: LaunchSettings | None = None, **state: str,
+) -> tuple[dict[str, float], int | None]:  # fmt: skip
+    """The timing of ``count`` rotated steps, and the state bytes of the first (measured)."""
+    built = make_steps(name, model, dtype, variant, count, launch=launch, **state)
     if name == "optax jit":
         first = _common.first_call_s(built[0])
-        return {**_common.time_host(built, steps, warmup), "first_s": first}
-    return time_cuda(built, steps, warmup)
+        timing = {**_common.time_host(built, steps, warmup), "first_s": first}
+    else:
+        timing = time_cuda(built, steps, warmup)
+    return timing, _common.state_nbytes(built[0])
 
 
 def check_launch(block: int, warps: int) -> tuple[int, int]:
@@ -501,6 +541,27 @@ SWEEP_COLUMNS = (
 )
 
 
+# With other state than the parameters' dtype: its bytes after the implementation, and the
+# speed-up over the same implementation with the parameters' dtype of state at the end.
+STATE_COLUMNS = (
+    *COLUMNS[:3],
+    Column("state bytes / param", _common.state_cell, "state B/param"),
+    *COLUMNS[3:-1],
+    Column(
+        "× state_dtype=None",
+        lambda r: _common.format_ratio(r.get("vs_default_state")),
+        "× default state",
+    ),
+    COLUMNS[-1],
+)
+
+
+def columns(rows: Iterable[Row]) -> tuple[Column, ...]:
+    """The table's columns: `STATE_COLUMNS` where some row keeps state other than in its
+    parameters' dtype."""
+    return STATE_COLUMNS if _common.shows_state(rows) else COLUMNS
+
+
 def title(row: Row) -> str:
     """The heading over a shape's table."""
     return f"{row['shape']} {_details(row)}"
@@ -508,7 +569,8 @@ def title(row: Row) -> str:
 
 def markdown(rows: Iterable[Row]) -> str:
     """The rows as a Markdown table per shape."""
-    return _common.markdown(rows, COLUMNS, _details)
+    rows = list(rows)
+    return _common.markdown(rows, columns(rows), _details)
 
 
 def sweep_markdown(rows: Iterable[Row]) -> str:

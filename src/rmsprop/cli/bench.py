@@ -40,6 +40,8 @@ WARMUP = {"cpu": 3, "cuda": 5}  # default untimed steps before them
 SWEEP_SHAPE = "gpt2-124m"  # the model --sweep times unless --shape names another
 VARIANT_NAMES = ["plain", "momentum", "centered+momentum"]
 DTYPE_NAMES = ["float32", "bfloat16"]
+# rmsprop.benchmark._common.STATE_DTYPES: how our optimizer stores its state, for --state-dtype.
+STATE_DTYPE_NAMES = ["float32", "bfloat16", "bfloat16-stochastic", "8bit"]
 # rmsprop.benchmark.cpu.IMPLEMENTATIONS; the CUDA engine times all but "numpy fused".
 IMPLEMENTATION_NAMES = [
     "rmsprop fused",
@@ -77,6 +79,16 @@ to 200M parameters (not gpt-1.3b; --compile-max moves the bound). The fused
 kernel launches with its own settings unless --launch or --launch-from gives
 others; --sweep times it under each of several settings instead, on one model
 (--shape; default gpt2-124m), and names the fastest.
+
+--state-dtype NAME (repeatable) times "rmsprop fused" and "rmsprop foreach" once
+per way of storing the optimizer state (RMSprop(state_dtype=...)): float32,
+bfloat16, bfloat16-stochastic (bfloat16 with stochastic_rounding=True, beside
+float32 parameters) or 8bit. A column whose state is not the parameters' dtype
+is named for it ("rmsprop fused 8bit"), and the tables then add the state's
+bytes per parameter (measured from each optimizer after its first step), the
+speed-up over the same implementation with state_dtype=None, and count the
+state's own bytes in the bandwidth. torch, optax and NumPy keep their state
+in the parameters' dtype. Default: the parameters' dtype, as torch does.
 
 --out FILE saves the rows, with the machine, date and versions, after every
 comparison, so a run cut short keeps what it measured; on CUDA,
@@ -171,6 +183,12 @@ def add_parser(subparsers: Any) -> None:
         help="parameter dtype, cuda only (repeatable; default: both; the CPU times float32)",
     )  # fmt: skip
     what.add_argument(
+        "--state-dtype", action="append", choices=STATE_DTYPE_NAMES,
+        help="how rmsprop fused and rmsprop foreach store their state (repeatable: a column "
+        "each, e.g. 'rmsprop fused 8bit', with its bytes per parameter; default: the "
+        "parameters' dtype)",
+    )  # fmt: skip
+    what.add_argument(
         "--implementation", action="append", metavar="NAME", choices=IMPLEMENTATION_NAMES,
         help="time this implementation (repeatable; default: all but torch.compile): "
         + ", ".join(IMPLEMENTATION_NAMES) + " (cpu only)",
@@ -240,7 +258,7 @@ def engine_arguments(args: argparse.Namespace) -> dict[str, Any]:
     ``--sweep`` those of `rmsprop.benchmark.cuda.sweep_cuda`. Raises `CommandError` for
     flags that don't go together (the fused kernel's launch settings are not among them:
     they need torch)."""
-    from rmsprop.benchmark import cpu, cuda
+    from rmsprop.benchmark import _common, cpu, cuda
 
     device = args.device
     engine = cuda if device == "cuda" else cpu
@@ -260,6 +278,7 @@ def engine_arguments(args: argparse.Namespace) -> dict[str, Any]:
     dtypes = {"dtypes": args.dtype or list(cuda.DTYPES)}
     if args.sweep:
         return {"shape": _sweep_shape(args), **dtypes, **timing}
+    states = _state_dtypes(args, dtypes["dtypes"] if device == "cuda" else ["float32"])
 
     wanted = args.implementation or [n for n in engine.IMPLEMENTATIONS if n != "torch.compile"]
     wanted = [*wanted, "torch.compile"] if args.compile else wanted
@@ -269,6 +288,13 @@ def engine_arguments(args: argparse.Namespace) -> dict[str, Any]:
     implementations = [name for name in engine.IMPLEMENTATIONS if name in wanted]
     names = list(dict.fromkeys(args.shape or SIZES[device][args.size or "small"]))
     chosen = {"variants": timing["variants"], "implementations": implementations, **timing}
+    if states is not None:
+        if not set(implementations) & set(_common.STATEFUL):
+            raise CommandError(
+                "--state-dtype sets how rmsprop fused and rmsprop foreach store their state; "
+                "--implementation chose neither"
+            )
+        chosen["state_dtypes"] = states
     if device == "cuda":
         compile_max = cuda.COMPILE_MAX if args.compile_max is None else args.compile_max
         return {"shapes": names, **dtypes, **chosen, "compile_max": compile_max}
@@ -293,8 +319,22 @@ def _check_the_device_s_flags(args: argparse.Namespace) -> None:
         )
 
 
+def _state_dtypes(args: argparse.Namespace, param_dtypes: list[str]) -> list[str] | None:
+    """--state-dtype's names in the engine's order, once each (None: not given)."""
+    from rmsprop.benchmark import _common
+
+    if not args.state_dtype:
+        return None
+    try:
+        _common.check_state_dtypes(args.state_dtype, param_dtypes)
+    except ValueError as error:
+        raise CommandError(f"--state-dtype: {error}: add --dtype float32") from None
+    return [name for name in _common.STATE_DTYPES if name in args.state_dtype]
+
+
 def _sweep_shape(args: argparse.Namespace) -> str:
     for flag, given in [
+        ("--state-dtype", args.state_dtype),
         ("--launch", args.launch and not args.launch_from), ("--launch-from", args.launch_from),
         ("--implementation", args.implementation), ("--compile", args.compile),
         ("--compile-max", args.compile_max is not None), ("--size", args.size),
@@ -335,10 +375,12 @@ def run(args: argparse.Namespace) -> int:
         about = cuda.environment(launch)
         models = {name: cuda.SHAPES[name] for name in chosen["shapes"]}
         groups = cuda.plan(models, chosen["dtypes"], chosen["variants"], names)
-        total = sum(len(group[3]) for group in groups)
+        states = chosen.get("state_dtypes")
+        total = sum(len(_common.timed(group[3], states, group[1])) for group in groups)
     else:
         about = cpu.environment()
-        total = len(chosen["shapes"]) * len(chosen["variants"]) * len(names)
+        columns = _common.timed(names, chosen.get("state_dtypes"), "float32")
+        total = len(chosen["shapes"]) * len(chosen["variants"]) * len(columns)
     report = _Report(args, about)
     if args.first_call:
         report.first_call_s = _first_call()
@@ -358,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
                 **chosen, progress=progress, log=report.say, each_group=each_group, launch=launch
             )
         else:
-            rows = cpu.run_cpu(**chosen, progress=progress, each_group=each_group)
+            rows = cpu.run_cpu(**chosen, progress=progress, each_group=each_group, log=report.say)
     report.save(rows)
     if args.json:
         print(json.dumps(rows if report.rows_alone else report.record(rows), indent=1))
@@ -489,9 +531,10 @@ def _tables(engine: Any, rows: Sequence[Any], markdown: bool) -> str:
     if markdown:
         return str(engine.markdown(rows))
     out = []
+    columns = engine.columns(rows)  # the same for every shape
     for group in _common.by_shape(rows).values():
         out.append(engine.title(group[0]))
-        out.append(format_table(*_common.terminal_table(engine.COLUMNS, group), indent="  "))
+        out.append(format_table(*_common.terminal_table(columns, group), indent="  "))
     return "\n".join(out)
 
 
