@@ -15,6 +15,17 @@ under ``key + "_scales"``. The reference step (`step_in_float`) decodes every
 buffer a parameter stores narrower than its math, runs the float single-tensor
 rule on the decoded values and encodes them again.
 
+A DTensor parameter (FSDP2's) is quantized shard by shard, each element with its
+index in its local shard, so blocks never straddle shards and no step
+communicates. Its codes are a DTensor with the parameter's mesh and placements
+over the real-view shape; its scales a float32 DTensor of global shape
+``(shards, count)`` (`sharded_scales_shape`), sharded on dim 0 over the mesh
+dims that shard the parameter: each rank holds one row, its shard's
+⌈local/256⌉ scales, padded with zeros to ``count``, the largest shard's number of
+blocks (DTensor's chunks are even). The shape names the sharding, so
+`torch.distributed.checkpoint` refuses an 8-bit checkpoint of another sharding
+(a size mismatch) instead of reading scales of other blocks.
+
 How a state tensor is stored beyond its dtype (an 8-bit buffer's scales,
 stochastic bfloat16 rounding) is kept beside it here (`keep_format`), not in
 the tensor lists a step is handed: the optimizer records it before each step,
@@ -36,16 +47,19 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
+import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from operator import attrgetter
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from rmsprop import quantization as q
+from rmsprop.torch import _shards
 from rmsprop.torch._step import Hyper, StepTensors
 
 __all__ = [
@@ -56,9 +70,11 @@ __all__ = [
     "buffer_nbytes",
     "dequantize",
     "dequantize_buffer",
+    "filled",
     "float_step_indices",
     "fmix32",
     "format_of",
+    "is_dtensor",
     "is_quantized",
     "keep_format",
     "keep_formats",
@@ -68,6 +84,7 @@ __all__ = [
     "real_shape",
     "round_to_bfloat16",
     "scales_key",
+    "sharded_scales_shape",
     "state_nbytes",
     "step_in_float",
     "store_bfloat16",
@@ -297,6 +314,122 @@ def _quiet_nan(flat: Tensor, rounded: Tensor) -> Tensor:
     return rounded.view(torch.int16).masked_fill_(flat.isnan(), 0x7FC0).view(torch.bfloat16)
 
 
+# -- DTensors: every shard in blocks of its own --------------------------------------------
+
+
+def is_dtensor(t: Any) -> bool:
+    """Whether ``t`` is a DTensor (FSDP2's parameters and their state)."""
+    dtensor = _shards.dtensor_class()
+    return dtensor is not None and isinstance(t, dtensor)
+
+
+def _placement_types() -> tuple[type, type]:
+    for name in ("torch.distributed.tensor", "torch.distributed._tensor"):  # torch >= 2.5, 2.4
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "Shard"):
+            return module.Shard, module.Replicate
+    raise RuntimeError("DTensor parameters without torch's DTensor module")  # (never: one exists)
+
+
+def _scales_placements(p: Tensor) -> tuple[list[Any], int]:
+    """The scales' placements for DTensor ``p`` (dim 0 sharded wherever p is sharded) and
+    the number of shards. Placements other than Shard and Replicate are refused."""
+    shard, replicate = _placement_types()
+    placements, shards = [], 1
+    for i, placement in enumerate(cast(Any, p).placements):
+        if type(placement) is shard:
+            placements.append(shard(0))
+            shards *= cast(Any, p).device_mesh.size(i)
+        elif type(placement) is replicate:
+            placements.append(replicate())
+        else:
+            raise NotImplementedError(
+                f"state_dtype='8bit' takes DTensor parameters sharded by Shard or Replicate "
+                f"placements, not {placement!r}"
+            )
+    return placements, shards
+
+
+def sharded_scales_shape(p: Tensor) -> tuple[int, int]:
+    """The global shape ``(shards, count)`` of an 8-bit buffer's scales for DTensor ``p``:
+    one row per shard, ``count`` the largest shard's number of blocks (rank 0's: DTensor's
+    shards are torch.chunk's, the first ones the largest).
+
+    Example: 103 rows of 100 over 2 ranks are shards of 52 and 51 rows, 21 and 20 blocks:
+    shape (2, 21), the second rank's row padded with one 0.
+    """
+    _, shards = _scales_placements(p)
+    shape = list(p.shape)
+    mesh = cast(Any, p).device_mesh
+    for i, placement in enumerate(cast(Any, p).placements):
+        if placement.is_shard():
+            dim = placement.dim % max(len(shape), 1)
+            shape[dim] = -(-shape[dim] // mesh.size(i))
+    numel = math.prod(shape) * (2 if p.is_complex() else 1)
+    return shards, -(-numel // q.BLOCK)
+
+
+def _blocks(codes: Tensor) -> int:
+    return -(-codes.numel() // q.BLOCK)
+
+
+def _like(p: Tensor, local: Tensor, shape: tuple[int, ...] | None = None) -> Tensor:
+    """``local`` (this rank's shard) as a DTensor laid out as ``p``: of p's global shape and
+    strides, or of ``shape``, contiguous (the codes: p's real view)."""
+    stride = tuple(p.stride()) if shape is None else _contiguous_strides(shape)
+    p_any = cast(Any, p)
+    return cast(
+        Tensor,
+        _shards.dtensor_class().from_local(
+            local,
+            p_any.device_mesh,
+            p_any.placements,
+            run_check=False,
+            shape=tuple(p.shape) if shape is None else shape,
+            stride=stride,
+        ),
+    )
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def _sharded(p: Tensor, local: Quantized) -> Quantized:
+    """A shard's codes and scales as the DTensors of ``p``'s 8-bit buffer (see the module's
+    docstring): the scales padded with zeros to the largest shard's count."""
+    shape = sharded_scales_shape(p)
+    placements, _ = _scales_placements(p)
+    row = torch.zeros(shape[1], dtype=torch.float32, device=local.scales.device)
+    row[: local.scales.numel()] = local.scales
+    mesh = cast(Any, p).device_mesh
+    scales = _shards.dtensor_class().from_local(
+        row.view(1, -1), mesh, placements, run_check=False, shape=shape, stride=(shape[1], 1)
+    )
+    return Quantized(_like(p, local.codes, real_shape(p)), cast(Tensor, scales))
+
+
+def _shard_scales(codes: Tensor, scales: Tensor) -> Tensor:
+    """This rank's scales of DTensor codes: the local row, without its padding (a view)."""
+    return _local(scales).view(-1)[: _blocks(_local(codes))]
+
+
+def filled(p: Tensor, key: str, value: float) -> Quantized:
+    """Buffer ``key`` of ``p`` with every element ``value`` (v₀, or 0): one table entry, each
+    block's largest, so exact. A DTensor ``p`` gets DTensor codes and scales (every shard's
+    blocks filled; the scales' padding 0)."""
+    one = quantize(torch.tensor([value]), KIND_OF[key], 0)
+    code, scale = int(one.codes[0]), float(one.scales[0])
+    local = _local(p)
+    codes = torch.full(real_shape(local), code, dtype=torch.uint8, device=local.device)
+    scales = torch.full((_blocks(codes),), scale, dtype=torch.float32, device=local.device)
+    return _sharded(p, Quantized(codes, scales)) if is_dtensor(p) else Quantized(codes, scales)
+
+
 # -- how each state tensor is stored -------------------------------------------------------
 
 
@@ -348,10 +481,27 @@ def keep_formats(p: Tensor, p_state: Mapping[str, Any], stochastic: bool) -> Non
         if buffer is None:
             continue
         scales = p_state.get(scales_key(key))
-        if scales is not None:
+        if scales is not None and is_dtensor(buffer):
+            # Kept for the shard, which the steps (and the fused kernels) are handed.
+            local = _local(buffer)
+            kept = format_of(local)
+            if not (kept is not None and _same_view(kept.scales, _local(scales), local)):
+                keep_format(local, _shard_scales(buffer, scales))
+        elif scales is not None:
             keep_format(buffer, scales)
         elif stochastic and buffer.dtype == torch.bfloat16:
             keep_format(buffer, stochastic=True)
+
+
+def _same_view(kept: Tensor | None, row: Tensor, codes: Tensor) -> bool:
+    """Whether ``kept`` is already the unpadded view of this scales row for these codes (kept
+    as is: the CPU kernel's plan holds on to the very tensor)."""
+    return (
+        kept is not None
+        and kept.data_ptr() == row.data_ptr()
+        and kept.numel() == _blocks(codes)
+        and kept.device == row.device
+    )
 
 
 # -- the step ------------------------------------------------------------------------------
@@ -400,14 +550,17 @@ def _decoded(state: Tensor, key: str, p: Tensor, math: torch.dtype) -> Tensor:
         return state
     if state.dtype != torch.uint8:
         return state.to(math)
-    stored = format_of(state)
+    codes = _local(state)  # (a DTensor's shard: its blocks are the shard's own)
+    stored = format_of(codes)
     if stored is None or stored.scales is None:
         raise RuntimeError(
             f"{key} holds 8-bit codes whose block scales this step was not given: step "
             "8-bit state through rmsprop.torch.RMSprop, which keeps them"
         )
-    real = dequantize(state, stored.scales, KIND_OF[key]).to(_real_dtype(math))
-    return torch.view_as_complex(real) if math.is_complex else real
+    real = dequantize(codes, stored.scales, KIND_OF[key]).to(_real_dtype(math))
+    values = torch.view_as_complex(real) if math.is_complex else real
+    # The rule steps DTensors as DTensors (its ops on every shard, as with float state).
+    return values if codes is state else _like(p, values)
 
 
 def _real_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -419,13 +572,16 @@ def _store(state: Tensor, values: Tensor, key: str, step: int) -> None:
     if values is state:
         return
     seed = q.stream_seed(step, _BUFFER_INDEX[key])
-    stored = format_of(state)
     if state.dtype == torch.uint8:
+        local = _local(state)  # (a DTensor's shard, with element indices in the shard)
+        stored = format_of(local)
         assert stored is not None and stored.scales is not None  # (checked by _decoded)
-        codes, scales = quantize(values, KIND_OF[key], seed)
-        state.copy_(codes.view(state.shape))
+        codes, scales = quantize(_local(values), KIND_OF[key], seed)
+        local.copy_(codes.view(local.shape))
         stored.scales.copy_(scales)
-    elif state.dtype == torch.bfloat16 and stored is not None and stored.stochastic:
+        return
+    stored = format_of(state)
+    if state.dtype == torch.bfloat16 and stored is not None and stored.stochastic:
         store_bfloat16(state, values, seed)
     else:
         state.copy_(values)
@@ -438,9 +594,13 @@ def store_bfloat16(state: Tensor, values: Tensor, seed: int) -> None:
 
 
 def _local(t: Tensor) -> Tensor:
-    """A DTensor's local shard (its memory), another tensor itself."""
+    """A DTensor's local shard (its memory, the very tensor every call), another tensor
+    itself."""
     to_local = getattr(t, "to_local", None)
-    return t if to_local is None else to_local()  # type: ignore[no-any-return]
+    if to_local is None:
+        return t
+    with torch.no_grad():  # (with grad, to_local makes a new view each time)
+        return to_local()  # type: ignore[no-any-return]
 
 
 def step_in_float(
@@ -498,13 +658,21 @@ _LIST_OF = {
 
 def quantize_buffer(values: Tensor, key: str, step: int) -> Quantized:
     """A float buffer (the parameter's shape) as 8-bit codes and scales, rounded with the
-    seed a step ending at ``step`` would use: ``stream_seed(step, buffer)``."""
+    seed a step ending at ``step`` would use: ``stream_seed(step, buffer)``. A DTensor
+    buffer is quantized shard by shard, into DTensor codes and scales."""
     seed = q.stream_seed(step, _BUFFER_INDEX[key])
-    return quantize(values.detach(), KIND_OF[key], seed)
+    stored = quantize(_local(values).detach(), KIND_OF[key], seed)
+    return _sharded(values, stored) if is_dtensor(values) else stored
 
 
 def dequantize_buffer(codes: Tensor, scales: Tensor, key: str, p: Tensor) -> Tensor:
-    """An 8-bit buffer as float32 values in ``p``'s shape (complex64 for a complex p)."""
+    """An 8-bit buffer as float32 values in ``p``'s shape (complex64 for a complex p); DTensor
+    codes and scales (a DTensor ``p``'s) as a DTensor laid out as ``p``, decoded shard by
+    shard."""
+    if is_dtensor(codes):
+        local = _local(codes)
+        shard = dequantize_buffer(local, _shard_scales(codes, scales), key, _local(p))
+        return _like(p, shard)
     real = dequantize(codes, scales.to(device=codes.device, dtype=torch.float32), KIND_OF[key])
     return torch.view_as_complex(real) if p.is_complex() else real.view(p.shape)
 

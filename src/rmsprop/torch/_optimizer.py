@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from operator import attrgetter, itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -428,6 +428,13 @@ class RMSprop(Optimizer):
     def _quantized(
         where: str, p: Tensor, value: Tensor, name: str, step: int
     ) -> tuple[Tensor, Tensor]:
+        if _lowmem.is_dtensor(p) != _lowmem.is_dtensor(value):
+            raise ValueError(
+                f"{where} is {'a whole tensor' if _lowmem.is_dtensor(p) else 'a DTensor'}; "
+                f"its parameter is {'a DTensor' if _lowmem.is_dtensor(p) else 'not'}: load "
+                "the state sharded as the parameters are (get_optimizer_state_dict)"
+            )
+        # (A DTensor's test is read whole: every rank takes the same decision.)
         if name == "square_avg" and not value.is_complex() and bool((value < 0).any()):
             raise ValueError(f"{where} has negative values: not an average of squares")
         return _lowmem.quantize_buffer(value.to(p.device), name, step)
@@ -791,17 +798,12 @@ class RMSprop(Optimizer):
         squares, else 0); returns the keys it set."""
         start = group["initial_square_avg"] if key == "square_avg" else 0.0
         if self._quantizes(p):
-            if type(p) not in (Tensor, torch.nn.Parameter):
+            if type(p) not in (Tensor, torch.nn.Parameter) and not _lowmem.is_dtensor(p):
                 raise NotImplementedError(
                     f"state_dtype='8bit' does not take {type(p).__name__} parameters yet"
                 )
-            # Every element is the same table entry (each block's largest): no rounding.
-            one = _lowmem.quantize(torch.tensor([start], device=p.device), _lowmem.KIND_OF[key], 0)
-            state[key] = torch.full(
-                _lowmem.real_shape(p), int(one.codes[0]), dtype=torch.uint8, device=p.device
-            )
-            blocks = -(-state[key].numel() // 256)
-            state[_lowmem.scales_key(key)] = one.scales.expand(blocks).clone()
+            # A DTensor's (FSDP2's) codes and scales are DTensors, each shard in its own blocks.
+            state[key], state[_lowmem.scales_key(key)] = _lowmem.filled(p, key, start)
             return [key, _lowmem.scales_key(key)]
         # A complex parameter is two reals, and each part's average starts there.
         fill = complex(start, start) if p.is_complex() else start
@@ -998,21 +1000,56 @@ def _check_param_state(where: str, entry: Any, p: Tensor, group: dict[str, Any])
 
 
 def _check_codes(where: str, codes: Tensor, scales: Any, p: Tensor) -> None:
-    """An 8-bit buffer: uint8 codes in p's real-view shape, and float32 scales, one per block."""
+    """An 8-bit buffer: uint8 codes in p's real-view shape, and float32 scales, one per block;
+    a DTensor p's as DTensors laid out as p's shards (`_lowmem.sharded_scales_shape`)."""
     shape = _lowmem.real_shape(p)
     if tuple(codes.shape) != shape:
         raise ValueError(
             f"{where} holds 8-bit codes of shape {tuple(codes.shape)}; its parameter's "
             f"real view has shape {shape}"
         )
-    blocks = -(-codes.numel() // 256)
     if not torch.is_tensor(scales):
         raise ValueError(f"{where} holds 8-bit codes without their scales (a float32 tensor)")
-    if scales.dtype != torch.float32 or tuple(scales.shape) != (blocks,):
+    sharded = _lowmem.is_dtensor(p)
+    if sharded:
+        _check_sharded(where, codes, scales, p)
+        blocks_shape: tuple[int, ...] = _lowmem.sharded_scales_shape(p)
+        what = "one row of per-shard scales per shard, padded to the largest shard's blocks"
+    else:
+        if _lowmem.is_dtensor(codes) or _lowmem.is_dtensor(scales):
+            raise ValueError(
+                f"{where} holds sharded 8-bit codes (DTensors), each shard in blocks of its "
+                "own; its parameter is not sharded. Load a full-precision state dict "
+                "(full_precision_state_dict()) instead, which is quantized here"
+            )
+        blocks_shape = (-(-codes.numel() // 256),)
+        what = "one per 256 codes"
+    if scales.dtype != torch.float32 or tuple(scales.shape) != blocks_shape:
         raise ValueError(
-            f"{where}'s scales must be float32 of shape ({blocks},), one per 256 codes; "
+            f"{where}'s scales must be float32 of shape {blocks_shape}, {what}; "
             f"got {scales.dtype} of shape {tuple(scales.shape)}"
+            + (" (saved on another sharding?)" if sharded else "")
         )
+
+
+def _check_sharded(where: str, codes: Tensor, scales: Tensor, p: Tensor) -> None:
+    """8-bit state of a DTensor parameter: DTensor codes on p's mesh and placements, and
+    DTensor scales on its mesh."""
+    if not (_lowmem.is_dtensor(codes) and _lowmem.is_dtensor(scales)):
+        raise ValueError(
+            f"{where} holds 8-bit codes of a whole tensor, in blocks of the whole; its "
+            "parameter is sharded (a DTensor), whose 8-bit state is in blocks of each shard. "
+            "Load a full-precision state dict (full_precision_state_dict()) instead"
+        )
+    p_any, codes_any, scales_any = cast(Any, p), cast(Any, codes), cast(Any, scales)
+    if codes_any.device_mesh != p_any.device_mesh or codes_any.placements != p_any.placements:
+        raise ValueError(
+            f"{where} holds 8-bit codes sharded as {codes_any.placements} on "
+            f"{codes_any.device_mesh}; its parameter is sharded as {p_any.placements} on "
+            f"{p_any.device_mesh}"
+        )
+    if scales_any.device_mesh != p_any.device_mesh:
+        raise ValueError(f"{where}'s scales are on another device mesh than its parameter")
 
 
 def _is_zero(value: float | Tensor) -> bool:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from rmsprop.torch._step import StepTensors
 
-__all__ = ["as_memory"]
+__all__ = ["as_memory", "dtensor_class"]
 
 
 # Tensor types whose memory holds their values: what the fused kernels read and write.
@@ -70,7 +70,7 @@ def _is_memory(t: Tensor) -> bool:
 
 def _shards_alike(tensors: list[Tensor]) -> bool:
     """Whether these are DTensors on one mesh with one layout, none partial (a pending sum)."""
-    dtensor = _dtensor_class()
+    dtensor = dtensor_class()
     if dtensor is None or not all(isinstance(t, dtensor) for t in tensors):
         return False
     first, *rest = cast(list[Any], tensors)
@@ -79,7 +79,7 @@ def _shards_alike(tensors: list[Tensor]) -> bool:
     )
 
 
-def _dtensor_class() -> Any:
+def dtensor_class() -> Any:
     """torch's DTensor class, or None while no DTensor can exist (its module isn't imported)."""
     for name in ("torch.distributed.tensor", "torch.distributed._tensor"):  # torch >= 2.5, 2.4
         dtensor = getattr(sys.modules.get(name), "DTensor", None)
