@@ -17,4 +17,4 @@ python -m pytest -q "$@"
 # kernel); -rs lists any that skip here, where they are meant to run. Its own
 # status, too, ends the script when nonzero. (No cache: the main run's stays, for --lf.)
 TRITON_INTERPRET=1 python -m pytest -q -rs -p no:cacheprovider -k triton \
-    tests/torch/test_torch_triton.py tests/torch/test_torch_kept_step.py tests/test_oracle.py
+    tests/torch/test_torch_triton.py tests/torch/test_torch_lowmem_triton.py tests/torch/test_torch_kept_step.py tests/test_oracle.py

@@ -9,6 +9,17 @@ gradients moved (``zero_grad(set_to_none=True)`` may reallocate them), only
 their row is uploaded again. A parameter or state off 16-byte alignment, such
 as a view into a flat buffer, is launched apart with the others like it.
 
+**Low-memory state.** Parameters whose state `rmsprop.torch._lowmem` stores in a
+format (8-bit codes with block scales, stochastically rounded bfloat16) are
+launched apart, with the kernel compiled for that format (``QUANTIZED``,
+``STATE_STOCHASTIC``): float32 parameters (complex64 as pairs) with 8-bit state,
+and float32 or float16 parameters with stochastic bfloat16 state. The plan holds
+the block scales' addresses; a step whose scales were replaced (another tensor
+under ``key + "_scales"``) gets a new plan, and a kept plan refuses it. Other
+parameters with such state (float64, 16-bit parameters beside 8-bit state,
+non-contiguous ones) are left to the reference path
+(`rmsprop.torch._lowmem.step_in_float`).
+
 **Capturable.** The learning rate may be a device tensor the kernel reads;
 tables built while a CUDA graph is being captured are uploaded from pinned
 memory inside the graph and kept for its lifetime, apart from the eager cache.
@@ -27,8 +38,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rmsprop import quantization as q
 from rmsprop._lowering import Scalars, Switches, scalars, switches
 from rmsprop.kernels import triton as kernel
+from rmsprop.torch import _lowmem
 from rmsprop.torch._fused.plans import (
     addressable,
     cached_plan,
@@ -64,16 +77,85 @@ _TL_DTYPES: dict[torch.dtype, Any] = (
         torch.bfloat16: kernel.tl.bfloat16,
         torch.float16: kernel.tl.float16,
         torch.float64: kernel.tl.float64,
+        torch.uint8: kernel.tl.uint8,  # 8-bit state's codes
     }
     if kernel.AVAILABLE
     else {}
 )
 
 
+# How a launch's state is stored beyond its dtype (part of its key): as the dtype says,
+# 8-bit codes with block scales, bfloat16 rounded stochastically.
+_PLAIN, _EIGHT_BIT, _STOCHASTIC = "", "8bit", "stochastic"
+
+
 def takes_stored_format(p: Tensor, grad: Tensor, state: list[Tensor]) -> bool:
-    """Whether this kernel steps a parameter's low-memory state (8-bit codes, stochastically
-    rounded bfloat16 state) itself: not yet, the reference path does."""
-    return False
+    """Whether this kernel steps a parameter's low-memory state itself, as
+    `rmsprop.torch._lowmem.keep_format` recorded it (the buffers its rule uses: v, m, b):
+    8-bit codes and scales of a contiguous float32 or complex64 parameter, stochastically
+    rounded bfloat16 state of a float32 or float16 parameter (the float kernel's layouts)."""
+    key = _launch_key(p, grad, state, None)
+    return key is not None and key[-1] != _PLAIN
+
+
+def _stored(p: Tensor, g: Tensor, state: list[Tensor]) -> str | None:
+    """How the kernel takes this parameter's state: `_PLAIN` (no format recorded),
+    `_EIGHT_BIT`, `_STOCHASTIC`, or None where it takes no recorded format of it."""
+    formats = [_lowmem.format_of(t) for t in state]
+    if all(f is None for f in formats):
+        return _PLAIN
+    if any(f is None for f in formats):
+        return None
+    if all(f.scales is None and f.stochastic for f in formats):  # type: ignore[union-attr]
+        if all(t.dtype == torch.bfloat16 for t in state) and p.dtype != torch.bfloat16:
+            return _STOCHASTIC
+        return None
+    scales = [f.scales for f in formats]  # type: ignore[union-attr]
+    n = _real_numel(p)
+    if (
+        real_dtype(p) != torch.float32  # (float32 math: a float64 step stays the reference's)
+        or real_dtype(g) not in TENSOR_DTYPES
+        or g.is_complex() != p.is_complex()
+        or g.shape != p.shape
+        or not (p.is_contiguous() and g.is_contiguous())
+        or any(t.is_conj() or t.is_neg() for t in (p, g))
+    ):
+        return None
+    for codes, found in zip(state, scales):
+        if not (
+            found is not None
+            and codes.dtype == torch.uint8
+            and codes.is_contiguous()
+            and codes.numel() == n
+            and codes.device == p.device
+            and found.dtype == torch.float32
+            and found.is_contiguous()
+            and found.numel() == -(-n // q.BLOCK)
+            and found.device == p.device
+            and (not n or found.data_ptr())
+        ):
+            return None
+    return _EIGHT_BIT
+
+
+def _real_numel(p: Tensor) -> int:
+    return p.numel() * (2 if p.is_complex() else 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _maps(device: torch.device) -> tuple[Tensor, Tensor]:
+    """The kernel's table of 8-bit maps (at `kernel.UNSIGNED_MAP_AT`, ...): its pinned host
+    copy, kept for good (a CUDA graph captured uploading it replays that copy), and
+    ``device``'s copy."""
+    table = torch.zeros(3 * 256, dtype=torch.float32)
+    for at, values in (
+        (kernel.UNSIGNED_MAP_AT, q.UNSIGNED_MAP),
+        (kernel.SIGNED_MAP_AT, q.SIGNED_MAP),
+        (kernel.MAGNITUDES_AT, q.SIGNED_MAP[128:]),  # (k/127)⁴, k = 0..127
+    ):
+        table[at : at + values.size] = torch.from_numpy(values.copy())
+    host = _pinned(table, device)
+    return host, _upload(host, device)
 
 
 def unsupported_reason(device_type: str) -> str:
@@ -103,8 +185,10 @@ class _Launch:
     ``indices`` are the group's positions in the step's tensor lists;
     ``columns`` the address table on the host: per tensor, the addresses of θ,
     g, v, m, b and the step count, and the element count (complex tensors
-    count their reals). ``like``, when given, is a launch over the same
-    tensors whose block table (it depends only on their sizes) this one shares.
+    count their reals), and for 8-bit state the block scales' addresses.
+    ``like``, when given, is a launch over the same tensors whose block table
+    (it depends only on their sizes) this one shares. 8-bit state is cut in
+    blocks of at least 256 (``maps``: the kernel's table of its maps).
 
     The pinned host copies the device tables were uploaded from are kept and
     never written: a CUDA graph replays the upload from them.
@@ -126,8 +210,14 @@ class _Launch:
         self.indices = indices
         self.settings = settings
         self.device, self.param_dtype, self.grad_dtype, self.state_dtype, self.step_dtype = key[:5]
+        self.stored = key[6]
         self.columns = columns
-        self.block = settings.block  # the tables below are cut in blocks of this size
+        # The tables below are cut in blocks of this size; 8-bit state's whole blocks of 256.
+        self.block = settings.block
+        self.maps = None
+        if self.stored == _EIGHT_BIT:
+            self.block = max(self.block, q.BLOCK)
+            self.maps = _maps(self.device)[1]
         self.n_tensors = len(indices)
         if like is not None:
             self.n_blocks, self.host_blocks, self.blocks = (
@@ -188,17 +278,41 @@ class _Plan:
     foreach, parameters listed twice (``looped``) by the single-tensor loop.
 
     `rmsprop.torch._plans.cached_plan` keeps ``grads`` and ``signatures``: the
-    gradients the tables point at.
+    gradients the tables point at; ``scales`` are the 8-bit block scales the tables
+    point at (checked on every step: they live beside the state lists, not in them).
     """
 
     def __init__(
-        self, launches: list[_Launch], rest: list[int], looped: list[int], grads: list[int]
+        self,
+        launches: list[_Launch],
+        rest: list[int],
+        looped: list[int],
+        grads: list[int],
+        scales: list[Tensor] | None = None,
     ) -> None:
         self.launches = launches
         self.rest = rest
         self.looped = looped
         self.grads = grads  # the gradient addresses the tables hold, in step order
         self.signatures: tuple[list[Any], ...] = ()
+        self.scales = scales or []
+        self.scale_addresses = [t.data_ptr() for t in self.scales]
+        self.quantized = [
+            i for launch in launches if launch.maps is not None for i in launch.indices
+        ]
+
+    def scales_current(self, tensors: StepTensors) -> bool:
+        """Whether every 8-bit buffer's recorded scales are still the tensors, at the
+        addresses, the tables point at."""
+        if not self.quantized:
+            return True
+        now = _scales_of(tensors, self.quantized)
+        return (
+            now is not None
+            and len(now) == len(self.scales)
+            and all(a is b for a, b in zip(now, self.scales))
+            and [t.data_ptr() for t in now] == self.scale_addresses
+        )
 
     def point_grads(self, addresses: list[int]) -> None:
         for launch in self.launches:
@@ -247,6 +361,11 @@ def run(
 ) -> None:
     """Steps ``tensors`` (the lists ``hyper`` uses) by ``plan``, its gradient rows current;
     the caller marks what it wrote."""
+    if not plan.scales_current(tensors):  # first: nothing written yet
+        raise RuntimeError(
+            "8-bit state's block scales were replaced since this step was planned: replace "
+            "them through opt.state[p][key + '_scales'] = ..., which the optimizer follows"
+        )
     lr = hyper.lr
     if isinstance(lr, Tensor) and lr.device.type != tensors.params[0].device.type:
         hyper = hyper._replace(lr=lr.item())  # a host scalar: no sync
@@ -280,7 +399,11 @@ def _plan_for(tensors: StepTensors, settings: LaunchSettings) -> _Plan:
         plan = _build_plan(tensors, settings, like=_plans.get(key))
         _graph_plans.append(plan)
         return plan
-    return cached_plan(_plans, key, grads, lambda: _build_plan(tensors, settings))
+    plan = cached_plan(_plans, key, grads, lambda: _build_plan(tensors, settings))
+    if not plan.scales_current(tensors):  # the same codes, new scales: plan them
+        _plans.pop(key, None)
+        plan = cached_plan(_plans, key, grads, lambda: _build_plan(tensors, settings))
+    return plan
 
 
 def _build_plan(tensors: StepTensors, settings: LaunchSettings, like: _Plan | None = None) -> _Plan:
@@ -314,15 +437,52 @@ def _build_plan(tensors: StepTensors, settings: LaunchSettings, like: _Plan | No
             if momentum_buffers:
                 columns[kernel.BUFFER][column] = momentum_buffers[i].data_ptr()
             columns[kernel.STEP][column] = state_steps[i].data_ptr()
-            columns[kernel.NUMEL][column] = params[i].numel() * (2 if params[i].is_complex() else 1)
+            columns[kernel.NUMEL][column] = _real_numel(params[i])
+        if key[6] == _EIGHT_BIT:
+            for row, listed in _SCALE_ROWS:
+                found = _scales_of(tensors, indices, (listed,))
+                if found:
+                    columns[row] = [t.data_ptr() for t in found]
         same = [old for old in (like.launches if like else []) if old.indices == indices]
         launches.append(_Launch(indices, key, columns, settings, same[0] if same else None))
-    return _Plan(launches, rest, looped, list(map(Tensor.data_ptr, grads)))
+    quantized = [i for key, indices in groups.items() if key[6] == _EIGHT_BIT for i in indices]
+    scales = _scales_of(tensors, quantized) if quantized else []
+    assert scales is not None  # (each launch key checked them)
+    return _Plan(launches, rest, looped, list(map(Tensor.data_ptr, grads)), scales)
 
 
-def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tuple[Any, ...] | None:
+# Each 8-bit buffer's row of block scales, and its list in `StepTensors`.
+_SCALE_ROWS = (
+    (kernel.SQUARE_AVG_SCALES, "square_avgs"),
+    (kernel.GRAD_AVG_SCALES, "grad_avgs"),
+    (kernel.BUFFER_SCALES, "momentum_buffers"),
+)
+
+
+def _scales_of(
+    tensors: StepTensors,
+    indices: list[int],
+    names: tuple[str, ...] = ("square_avgs", "grad_avgs", "momentum_buffers"),
+) -> list[Tensor] | None:
+    """The recorded block scales of these parameters' buffers (the lists named, where the
+    step has them), buffer by buffer; None if one has none recorded."""
+    found = []
+    for name in names:
+        listed = getattr(tensors, name)
+        for i in indices if listed else ():
+            stored = _lowmem.format_of(listed[i])
+            if stored is None or stored.scales is None:
+                return None
+            found.append(stored.scales)
+    return found
+
+
+def _launch_key(
+    p: Tensor, g: Tensor, state: list[Tensor], step: Tensor | None
+) -> tuple[Any, ...] | None:
     """(device, parameter, gradient, state and step dtypes, whether p and its state are
-    16-byte aligned) if the kernel takes p, else None.
+    16-byte aligned, how the state is stored) if the kernel takes p, else None (``step``
+    None: everything but the step count).
 
     Alignment is part of the key so that one tensor off it (a view into a flat
     buffer, say) costs its own launch scalar accesses, not everyone's.
@@ -330,11 +490,20 @@ def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tupl
     device = p.device
     if unsupported_reason(device.type):
         return None
-    if any(t.device != device for t in (g, *state, step)):
+    counts = [] if step is None else [step]
+    if any(t.device != device for t in (g, *state, *counts)):
         return None
-    if not addressable(p, [g, *state, step]):
+    if not addressable(p, [g, *state, *counts]):
+        return None
+    stored = _stored(p, g, state)
+    if stored is None:
         return None
     param_dtype, grad_dtype, state_dtype = real_dtype(p), real_dtype(g), real_dtype(state[0])
+    if stored == _EIGHT_BIT:  # (its layout checked by _stored: codes in the real view's shape)
+        if step is not None and (step.dtype not in STEP_DTYPES or step.numel() != 1):
+            return None
+        aligned = all(t.data_ptr() % 16 == 0 for t in (p, *state))
+        return device, param_dtype, grad_dtype, torch.uint8, _step_dtype(step), aligned, stored
     if (
         param_dtype not in TENSOR_DTYPES
         or grad_dtype not in TENSOR_DTYPES
@@ -342,13 +511,16 @@ def _launch_key(p: Tensor, g: Tensor, state: list[Tensor], step: Tensor) -> tupl
         or any(t.dtype != state[0].dtype for t in state)
         or any(t.is_complex() != p.is_complex() for t in (g, *state))
         or any(t.is_conj() or t.is_neg() for t in (p, g, *state))  # memory ≠ values
-        or step.dtype not in STEP_DTYPES
-        or step.numel() != 1
+        or (step is not None and (step.dtype not in STEP_DTYPES or step.numel() != 1))
         or not same_dense_layout(p, [g, *state])
     ):
         return None
     aligned = all(t.data_ptr() % 16 == 0 for t in (p, *state))
-    return device, param_dtype, grad_dtype, state_dtype, step.dtype, aligned
+    return device, param_dtype, grad_dtype, state_dtype, _step_dtype(step), aligned, stored
+
+
+def _step_dtype(step: Tensor | None) -> torch.dtype | None:
+    return None if step is None else step.dtype
 
 
 def _launch(
@@ -391,6 +563,7 @@ def _launch(
             grad_scale,
             found_inf,
             *s,
+            maps_ptr=launch.maps,
             **compiled_for,
         )
 
@@ -415,6 +588,8 @@ def _compile_time_arguments(
         GRAD_SCALE=grad_scale,
         FOUND_INF=found_inf,
         STOCHASTIC=stochastic,
+        QUANTIZED=launch.stored == _EIGHT_BIT,
+        STATE_STOCHASTIC=launch.stored == _STOCHASTIC,
         ALIGNED=launch.aligned,
         BLOCK=launch.block,
         num_warps=launch.settings.num_warps,
