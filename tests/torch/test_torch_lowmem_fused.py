@@ -105,28 +105,47 @@ def quantized_tables(opt: RMSprop) -> list[Any]:
 def test_block_encoding_matches_the_numpy_format(kind: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal(9000) * np.exp(rng.uniform(-30, 5, 9000))
-    x[:3], x[600] = [0.0, 1e-30, 5.0], np.nan
+    x[:5], x[600] = [0.0, 1e-30, 5.0, 1e-45, -0.0], np.nan
     x[1024:1280] = 0.0  # a block whose scale is 0
+    table = q.UNSIGNED_MAP if kind == "unsigned" else q.SIGNED_MAP
+    x[2048:2304] = table * 3.0  # every table entry of a block, exactly
+    x[2304:2560] = np.nextafter(np.float32(table * 3.0), np.float32(np.inf))  # and just above
     values = np.float32(x * x if kind == "unsigned" else x)
+    values[2048:2560] = np.float32(x[2048:2560])
+    if kind == "unsigned":
+        values = np.abs(values)
     seed = q.stream_seed(11, q.GRAD_AVG)
     want = q.quantize(values, kind, seed)
-    signed = kind == "signed"
-    table = np.ascontiguousarray(
-        np.concatenate([q.SIGNED_MAP[128:], np.zeros(128, np.float32)])
-        if signed
-        else q.UNSIGNED_MAP
-    )
     key = kernel._stream_key(11, q.GRAD_AVG)
     codes = np.zeros(values.size, np.uint8)
     scales = np.zeros(want.scales.size, np.float32)
     for block, start in enumerate(range(0, values.size, q.BLOCK)):
         part = values[start : start + q.BLOCK]
-        scales[block] = kernel._block_scale(part, part.size, signed)
-        kernel._encode_block(
-            part, scales[block], codes[start : start + part.size], table, signed, key, start
-        )
+        scales[block] = kernel._block_scale(part, part.size)
+        out = codes[start : start + part.size]
+        if kind == "unsigned":
+            kernel._encode_unsigned(part, scales[block], out, key, start)
+        else:
+            kernel._encode_signed(part, scales[block], out, key, start)
     np.testing.assert_array_equal(scales, want.scales)
     np.testing.assert_array_equal(codes, want.codes)
+    decoded = np.zeros(q.BLOCK, np.float32)
+    for block, start in enumerate(range(0, values.size - q.BLOCK, q.BLOCK)):
+        part = codes[start : start + q.BLOCK]
+        if kind == "unsigned":
+            kernel._decode_unsigned(part, scales[block], decoded)
+        else:
+            kernel._decode_signed(part, scales[block], q.SIGNED_MAP, decoded)
+        np.testing.assert_array_equal(decoded, table[part] * scales[block])
+
+
+def test_the_kernel_computes_the_maps_it_does_not_look_up() -> None:
+    """v's map and the magnitudes of m's and b's are computed in the kernel, bit for bit."""
+    codes = np.arange(256, dtype=np.float32)
+    unsigned = np.array([kernel._unsigned_map.py_func(c) for c in codes], np.float32)
+    np.testing.assert_array_equal(unsigned, q.UNSIGNED_MAP)
+    magnitudes = np.array([kernel._signed_magnitude.py_func(k) for k in codes[:128]], np.float32)
+    np.testing.assert_array_equal(magnitudes, q.SIGNED_MAP[128:])
 
 
 def test_shares_are_cut_between_blocks() -> None:

@@ -304,76 +304,112 @@ QUANTIZED_BLOCK = 256
 # Rows of a quantized table's addresses past the float table's: each buffer's block scales
 # (rows SQUARE_AVG, GRAD_AVG and BUFFER hold its codes).
 SQUARE_AVG_SCALES, GRAD_AVG_SCALES, BUFFER_SCALES = 5, 6, 7
-_LOW32 = np.uint64(0xFFFFFFFF)
 _UNIT = np.float32(2.0**-24)
+_F32 = np.float32
+_U32 = np.uint32
+_I32 = np.int32
+_MAGNITUDE_BITS = _I32(0x7FFFFFFF)
+_INF_BITS = 0x7F800000
 
 
 def _fmix32_source(h: Any) -> Any:
-    # MurmurHash3's finalizer on a uint32 held in a uint64: the products wrap at 2^32.
-    h ^= h >> np.uint64(16)
-    h = (h * np.uint64(0x85EBCA6B)) & _LOW32
-    h ^= h >> np.uint64(13)
-    h = (h * np.uint64(0xC2B2AE35)) & _LOW32
-    h ^= h >> np.uint64(16)
-    return h
+    # MurmurHash3's finalizer, in uint32 arithmetic that wraps (and vectorizes).
+    h = _U32(h ^ (h >> _U32(16)))
+    h = _U32(h * _U32(0x85EBCA6B))
+    h = _U32(h ^ (h >> _U32(13)))
+    h = _U32(h * _U32(0xC2B2AE35))
+    return _U32(h ^ (h >> _U32(16)))
 
 
 def _stream_key_source(step: Any, buffer: int) -> Any:
     # fmix32(stream_seed(t, buffer)): the key every element's index is mixed with.
-    return _fmix32(np.uint64((4 * step + buffer) & 0xFFFFFFFF))
+    return _fmix32(_U32((4 * step + buffer) & 0xFFFFFFFF))
 
 
-def _decode_block_source(codes: Any, scale: Any, table: Any, out: Any) -> None:
+def _uniform_source(index: Any, key: Any) -> Any:
+    # `rmsprop.quantization.uniform`: 24 random bits of the element's index, in [0, 1).
+    return _F32(_I32(_fmix32(_U32(index) ^ key) >> _U32(8))) * _UNIT
+
+
+def _unsigned_map_source(code: Any) -> Any:
+    # UNSIGNED_MAP[c] = ((c + 1)/256)^4, exact in float32: (c + 1)/256 and its square are.
+    t = (code + _F32(1.0)) * _F32(1.0 / 256.0)
+    t = t * t
+    return t * t
+
+
+def _signed_magnitude_source(k: Any) -> Any:
+    # SIGNED_MAP[128 + k] = (k/127)^4: k^4 is exact in float64, and its product with 127^-4
+    # rounds to the table's float32 for every k (a test checks all 128).
+    k2 = np.float64(k) * np.float64(k)
+    return _F32(k2 * k2 * (1.0 / 260144641.0))
+
+
+def _decode_unsigned_source(codes: Any, scale: Any, out: Any) -> None:
+    for j in range(codes.size):
+        out[j] = _unsigned_map(_F32(codes[j])) * scale
+
+
+def _decode_signed_source(codes: Any, scale: Any, table: Any, out: Any) -> None:
     for j in range(codes.size):
         out[j] = table[codes[j]] * scale
 
 
-def _block_scale_source(values: Any, count: int, signed: bool) -> Any:
-    # The block's maximum (unsigned) or largest magnitude (signed); NaN if any value is not
-    # finite. A partial block counts its missing elements as zeros, as the format pads it.
-    top = np.float32(0.0) if count < QUANTIZED_BLOCK else np.float32(-np.inf)
-    finite = True
-    if signed:
-        for j in range(count):
-            x = abs(values[j])
-            finite &= x < np.inf  # (False for NaN too)
-            top = max(top, x)
-    else:
-        for j in range(count):
-            x = values[j]
-            finite &= abs(x) < np.inf
-            top = max(top, x)
-    return top if finite else np.float32(np.nan)
+def _block_scale_source(values: Any, count: int) -> Any:
+    # The block's largest magnitude (its maximum, for v >= 0), on the float32 bits: an
+    # integer maximum vectorizes where a float one does not. NaN if any value is not finite
+    # (their magnitudes' bits are the largest). A partial block counts as padded with zeros.
+    bits = values[:count].view(np.int32)
+    top = _I32(0)
+    for j in range(count):
+        top = max(top, _I32(bits[j] & _MAGNITUDE_BITS))
+    if top >= _INF_BITS:
+        return _F32(np.nan)
+    return _I32(top).view(np.float32)
 
 
-def _encode_block_source(
-    values: Any, scale: Any, codes: Any, table: Any, signed: bool, key: Any, first: int
-) -> None:
-    # `rmsprop.quantization.encode` in float32: the closed-form lower neighbour, one
-    # correction step, then up with probability (x - lo)/(hi - lo), u = uniform(seed, index).
-    usable = scale > 0 and scale < np.inf
-    top = 126 if signed else 254
+def _encode_unsigned_source(values: Any, scale: Any, codes: Any, key: Any, first: int) -> None:
+    # `rmsprop.quantization.encode` for v, branch-free so that the loop vectorizes (a table
+    # lookup, a gather, keeps it scalar: the map is computed): the closed-form lower code,
+    # the format's one correction step, then up with probability (x - lo)/(hi - lo).
+    if not (scale > 0 and scale < np.inf):
+        for j in range(codes.size):  # a NaN (or all-zero) block: the codes of 0
+            codes[j] = 0
+        return
     for j in range(codes.size):
-        units = values[j] / scale if usable else np.float32(0.0)
-        magnitude = abs(units)
-        root = np.sqrt(np.sqrt(magnitude))
-        if signed:
-            guess = np.floor(np.float32(127.0) * root)
-        else:
-            guess = np.floor(np.float32(256.0) * root) - np.float32(1.0)
-        code = int(min(max(guess, np.float32(0.0)), np.float32(top)))
-        if code < top and table[code + 1] <= magnitude:
-            code += 1
-        elif code > 0 and table[code] > magnitude:
-            code -= 1
-        low = table[code]
-        bits = _fmix32(np.uint64((first + j) & 0xFFFFFFFF) ^ key)
-        u = np.float32(bits >> np.uint64(8)) * _UNIT
-        if u * (table[code + 1] - low) < magnitude - low:
-            code += 1
-        if signed:
-            code = 128 - code if units < 0 else 128 + code
-        codes[j] = code
+        x = values[j] / scale
+        guess = np.floor(_F32(256.0) * np.sqrt(np.sqrt(x))) - _F32(1.0)
+        code = min(max(guess, _F32(0.0)), _F32(254.0))
+        at, above = _unsigned_map(code), _unsigned_map(code + _F32(1.0))
+        up = (code < _F32(254.0)) & (above <= x)
+        down = (not up) & (code > _F32(0.0)) & (at > x)
+        code = code + _F32(up) - _F32(down)
+        new = _unsigned_map(code + _F32(up))  # the one neighbour neither `at` nor `above` is
+        low = above if up else (new if down else at)
+        high = new if up else (at if down else above)
+        code = code + _F32(_uniform(first + j, key) * (high - low) < x - low)
+        codes[j] = np.uint8(code)
+
+
+def _encode_signed_source(values: Any, scale: Any, codes: Any, key: Any, first: int) -> None:
+    # The same over magnitudes k = 0..127, stored as 128 ± k.
+    if not (scale > 0 and scale < np.inf):
+        for j in range(codes.size):
+            codes[j] = 128
+        return
+    for j in range(codes.size):
+        units = values[j] / scale
+        x = abs(units)
+        k = min(max(np.floor(_F32(127.0) * np.sqrt(np.sqrt(x))), _F32(0.0)), _F32(126.0))
+        at, above = _signed_magnitude(k), _signed_magnitude(k + _F32(1.0))
+        up = (k < _F32(126.0)) & (above <= x)
+        down = (not up) & (k > _F32(0.0)) & (at > x)
+        k = k + _F32(up) - _F32(down)
+        new = _signed_magnitude(k + _F32(up))
+        low = above if up else (new if down else at)
+        high = new if up else (at if down else above)
+        k = k + _F32(_uniform(first + j, key) * (high - low) < x - low)
+        codes[j] = np.uint8(_F32(128.0) - k if units < 0 else _F32(128.0) + k)
 
 
 def _quantized_rows_source(
@@ -391,7 +427,7 @@ def _quantized_rows_source(
     # map's magnitudes (k = 0..127) in its first half's place.
     dtype = c.dtype
     size = c.itemsize
-    unsigned, signed, magnitudes = maps[0], maps[1], maps[2]
+    signed_map = maps
     for row in range(pieces.shape[0]):
         t, start, stop = pieces[row, 0], pieces[row, 1], pieces[row, 2]
         n = stop - start
@@ -422,23 +458,23 @@ def _quantized_rows_source(
             lo = block * QUANTIZED_BLOCK
             hi = min(n, lo + QUANTIZED_BLOCK)
             count = hi - lo
-            _decode_block(v_codes[lo:hi], v_scales[block], unsigned, v)
+            _decode_unsigned(v_codes[lo:hi], v_scales[block], v)
             if m is not None:
-                _decode_block(m_codes[lo:hi], m_scales[block], signed, m)
+                _decode_signed(m_codes[lo:hi], m_scales[block], signed_map, m)
             if b is not None:
-                _decode_block(b_codes[lo:hi], b_scales[block], signed, b)
+                _decode_signed(b_codes[lo:hi], b_scales[block], signed_map, b)
             _kernel(p[lo:hi], g[lo:hi], v, m, b, ct)  # the float rule, on the scratch
-            scale = _block_scale(v, count, False)
+            scale = _block_scale(v, count)
             v_scales[block] = scale
-            _encode_block(v, scale, v_codes[lo:hi], unsigned, False, v_key, start + lo)
+            _encode_unsigned(v, scale, v_codes[lo:hi], v_key, start + lo)
             if m is not None:
-                scale = _block_scale(m, count, True)
+                scale = _block_scale(m, count)
                 m_scales[block] = scale
-                _encode_block(m, scale, m_codes[lo:hi], magnitudes, True, m_key, start + lo)
+                _encode_signed(m, scale, m_codes[lo:hi], m_key, start + lo)
             if b is not None:
-                scale = _block_scale(b, count, True)
+                scale = _block_scale(b, count)
                 b_scales[block] = scale
-                _encode_block(b, scale, b_codes[lo:hi], magnitudes, True, b_key, start + lo)
+                _encode_signed(b, scale, b_codes[lo:hi], b_key, start + lo)
 
 
 def _quantized_table_kernel_source(
@@ -484,11 +520,23 @@ def _njit(function: Any, **options: Any) -> Any:
     )
 
 
-_fmix32: Any = _njit(_fmix32_source)
+def _inline(function: Any) -> Any:
+    # Inlined into its callers' loops, which then vectorize.
+    if not AVAILABLE:
+        return None
+    return numba.njit(inline="always", error_model="numpy", boundscheck=False)(function)
+
+
+_fmix32: Any = _inline(_fmix32_source)
+_uniform: Any = _inline(_uniform_source)
+_unsigned_map: Any = _inline(_unsigned_map_source)
+_signed_magnitude: Any = _inline(_signed_magnitude_source)
 _stream_key: Any = _njit(_stream_key_source)
-_decode_block: Any = _njit(_decode_block_source)
+_decode_unsigned: Any = _njit(_decode_unsigned_source)
+_decode_signed: Any = _njit(_decode_signed_source)
 _block_scale: Any = _njit(_block_scale_source)
-_encode_block: Any = _njit(_encode_block_source)
+_encode_unsigned: Any = _njit(_encode_unsigned_source)
+_encode_signed: Any = _njit(_encode_signed_source)
 _quantized_rows: Any = _njit(_quantized_rows_source)
 quantized_table_kernel: Any = _njit(_quantized_table_kernel_source)
 # Compiling this starts Numba's threading layer, as `parallel_table_kernel` does.
@@ -501,8 +549,8 @@ class QuantizedTable(Table):
 
     Beyond `Table`'s rows, ``addresses`` rows 2-4 hold the buffers' uint8 codes and rows
     5-7 their float32 block scales; ``steps[i]`` is tensor i's step count after the update
-    (its random numbers' seed) and ``maps`` the unsigned map, the signed map and the signed
-    map's magnitudes ((k/127)⁴, k = 0..127, then zeros), three rows of 256 float32.
+    (its random numbers' seed) and ``maps`` the signed map (256 float32) m and b are
+    decoded with (v's map, and the encoder's, are computed).
     Shares split tensors only between blocks.
     """
 
@@ -518,8 +566,8 @@ class QuantizedTable(Table):
         self.addresses = np.zeros((8, len(self.numels)), np.int64)
         self.steps = np.zeros(len(self.numels), np.int64)
         self.maps = np.ascontiguousarray(maps, np.float32)
-        if self.maps.shape != (3, 256):
-            raise ValueError(f"maps must be 3 rows of 256 float32, got {self.maps.shape}")
+        if self.maps.shape != (256,):
+            raise ValueError(f"maps must be the signed map's 256 float32, got {self.maps.shape}")
 
     def _split(self, threads: int, serial_below: int) -> list[np.ndarray]:
         return _split_blocks(self.numels, threads, serial_below)

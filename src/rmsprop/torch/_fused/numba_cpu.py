@@ -53,10 +53,7 @@ __all__ = [
 _DIRECT = {torch.float32: np.float32, torch.float64: np.float64}
 _CONVERTED = (torch.bfloat16, torch.float16)  # float32 math, chunk by chunk
 _ONE = torch.tensor(1.0)  # what every step count grows by: one wrapped scalar for all
-# The quantized tables' maps: unsigned, signed, and the signed magnitudes (k = 0..127).
-_MAPS = np.stack(
-    [q.UNSIGNED_MAP, q.SIGNED_MAP, np.concatenate([q.SIGNED_MAP[128:], np.zeros(128, np.float32)])]
-)
+_MAPS = q.SIGNED_MAP  # the quantized tables': m's and b's decoding (v's is computed)
 assert kernel.QUANTIZED_BLOCK == q.BLOCK
 
 
