@@ -121,6 +121,30 @@ def test_speedups_divide_the_reference_median_by_each_row_s():
     assert [row["vs_c"] for row in group] == [None, None]
 
 
+def test_state_speedups_compare_with_the_same_implementation_at_default_state():
+    columns = _common.timed(["rmsprop fused", "torch foreach"], ["float32", "8bit"], "float32")
+    group = [
+        {"implementation": "rmsprop fused", "median_ms": 2.0},
+        {"implementation": "rmsprop fused 8bit", "median_ms": 1.0},
+        {"implementation": "torch foreach", "median_ms": 4.0},
+    ]
+    _common.add_state_speedups(group, columns)
+    assert [row["vs_default_state"] for row in group] == [None, 2.0, None]
+    _common.add_state_speedups(group[1:], columns)  # its float32 column failed: nothing to say
+    assert group[1]["vs_default_state"] is None
+
+
+def test_the_state_columns_show_only_for_other_state_than_the_parameters():
+    assert not _common.shows_state([{"implementation": "x"}])  # rows saved before the option
+    assert not _common.shows_state([{"state_dtype": "float32"}])  # CPU rows: float32 θ
+    assert not _common.shows_state([{"dtype": "bfloat16", "state_dtype": "bfloat16"}])
+    assert _common.shows_state([{"dtype": "bfloat16", "state_dtype": "float32"}])
+    assert _common.shows_state([{"state_dtype": "float32"}, {"state_dtype": "8bit"}])
+    assert _common.state_cell({"state_bytes_per_param": 1.0156}) == "1.016"
+    assert _common.state_cell({"state_bytes_per_param": None}) == "—"
+    assert _common.state_cell({}) == "—"
+
+
 def test_rows_by_shape_keep_their_order():
     rows = [{"shape": s, "i": i} for i, s in enumerate("xyxzy")]
     groups = _common.by_shape(rows)

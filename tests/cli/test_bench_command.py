@@ -83,6 +83,17 @@ def test_table_output(tiny_size, capsys):
         (["--device", "cuda", "--sweep", "--launch", "1024", "4"], 1, "--launch has no say"),
         (["--device", "cuda", "--sweep", "--compile"], 1, "--compile has no say"),
         (["--device", "cuda", "--sweep", "--size", "all"], 1, "--size has no say"),
+        (["--state-dtype", "int8"], 2, "invalid choice: 'int8'"),
+        (["--state-dtype", "float16"], 2, "invalid choice: 'float16'"),
+        (["--device", "cuda", "--sweep", "--state-dtype", "8bit"], 1,
+         "--state-dtype has no say"),
+        (["--state-dtype", "8bit", "--implementation", "torch foreach"], 1,
+         "--state-dtype sets how rmsprop fused and rmsprop foreach store their state; "
+         "--implementation chose neither"),
+        (["--device", "cuda", "--state-dtype", "bfloat16-stochastic"], 1,
+         "bfloat16-stochastic is bfloat16 state beside float32 parameters"),
+        (["--device", "cuda", "--dtype", "bfloat16", "--state-dtype", "bfloat16-stochastic"],
+         1, "add --dtype float32"),
     ],
 )  # fmt: skip
 def test_bad_arguments(args, status, message, capsys):
@@ -204,6 +215,11 @@ def test_cpu_flags():
 def test_the_choices_are_the_engines():
     assert bench.VARIANT_NAMES == list(cuda.VARIANTS) == list(cpu.VARIANTS)
     assert list(cuda.DTYPES) == bench.DTYPE_NAMES
+    assert bench.STATE_DTYPE_NAMES == list(cpu.STATE_DTYPES) == list(cuda.STATE_DTYPES)
+    assert cpu.STATE_DTYPES is cuda.STATE_DTYPES is _common.STATE_DTYPES
+    from rmsprop.cli._backends import STATE_FORMATS
+
+    assert set(STATE_FORMATS) <= set(bench.STATE_DTYPE_NAMES)  # `rmsprop info`'s formats
     assert bench.IMPLEMENTATION_NAMES == cpu.IMPLEMENTATIONS
     assert set(cuda.IMPLEMENTATIONS) == set(cpu.IMPLEMENTATIONS) - {"numpy fused"}
     assert bench.SWEEP_SHAPE in cuda.SHAPES
@@ -228,7 +244,7 @@ def test_help_documents_the_cuda_mapping(capsys):
     for flag in ("--shape", "--dtype", "--variant", "--implementation", "--steps", "--warmup",
                  "--compile", "--compile-max", "--sweep", "--launch BLOCK NUM_WARPS",
                  "--launch-from SWEEP_JSON", "--print-each", "--json", "--out FILE",
-                 "--markdown", "--first-call"):  # fmt: skip
+                 "--markdown", "--first-call", "--state-dtype"):  # fmt: skip
         assert flag in out
     assert f"(--shape; default {bench.SWEEP_SHAPE})" in out
 
