@@ -42,12 +42,12 @@ from rmsprop.torch._step import StepTensors  # noqa: E402
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 CUDA = torch.cuda.is_available() and not INTERPRETING
-if not (INTERPRETING or CUDA):
-    pytest.skip(
-        "the Triton kernel runs on CUDA tensors, or on CPU tensors through Triton's "
-        "interpreter (ci/test.sh's TRITON_INTERPRET=1 run)",
-        allow_module_level=True,
-    )
+# Every test but the compilation check steps tensors, where the kernel runs.
+runs_kernel = pytest.mark.skipif(
+    not (INTERPRETING or CUDA),
+    reason="the Triton kernel runs on CUDA tensors, or on CPU tensors through Triton's "
+    "interpreter (ci/test.sh's TRITON_INTERPRET=1 run)",
+)
 DEVICE = "cpu" if INTERPRETING else "cuda"
 
 # Few programs per tensor: the interpreter's cost is per program.
@@ -138,31 +138,30 @@ def assert_within_one_code(
 
 # ---- the encoder, bit for bit ------------------------------------------------------------
 
-if INTERPRETING or CUDA:
 
-    @triton.jit
-    def _encode_kernel(  # type: ignore[no-untyped-def]
-        values,
-        codes,
-        scales,
-        maps,
-        n,
-        t,
-        SIGNED: tl.constexpr,  # noqa: N803 (Triton's convention: constants in capitals)
-        BUFFER: tl.constexpr,  # noqa: N803
-    ):
-        # One block of 1024 per program, as the step cuts them: rows of 256, the last masked;
-        # the seed as the step computes it, stream_seed(t, buffer).
-        start = tl.program_id(0).to(tl.int64) * 1024
-        rows = tl.arange(0, 4)
-        offsets = rows[:, None] * 256 + tl.arange(0, 256)[None, :]
-        mask = offsets < n - start
-        x = tl.load(values + start + offsets, mask=mask, other=0.0)
-        key = kernel._stream_key(t, BUFFER)
-        kernel._encode(
-            codes + start, scales + start // 256, maps, offsets, rows, mask,
-            rows * 256 < n - start, x, start + offsets, key, SIGNED, True,
-        )  # fmt: skip
+@triton.jit
+def _encode_kernel(  # type: ignore[no-untyped-def]
+    values,
+    codes,
+    scales,
+    maps,
+    n,
+    t,
+    SIGNED: tl.constexpr,  # noqa: N803 (Triton's convention: constants in capitals)
+    BUFFER: tl.constexpr,  # noqa: N803
+):
+    # One block of 1024 per program, as the step cuts them: rows of 256, the last masked;
+    # the seed as the step computes it, stream_seed(t, buffer).
+    start = tl.program_id(0).to(tl.int64) * 1024
+    rows = tl.arange(0, 4)
+    offsets = rows[:, None] * 256 + tl.arange(0, 256)[None, :]
+    mask = offsets < n - start
+    x = tl.load(values + start + offsets, mask=mask, other=0.0)
+    key = kernel._stream_key(t, BUFFER)
+    kernel._encode(
+        codes + start, scales + start // 256, maps, offsets, rows, mask,
+        rows * 256 < n - start, x, start + offsets, key, SIGNED, True,
+    )  # fmt: skip
 
 
 def crafted(kind: str) -> np.ndarray:
@@ -175,6 +174,7 @@ def crafted(kind: str) -> np.ndarray:
     return np.float32(x * x if kind == "unsigned" else x)  # (x²: NaN and +inf stay)
 
 
+@runs_kernel
 @pytest.mark.parametrize("kind", ["unsigned", "signed"])
 @pytest.mark.parametrize("n", [9000, 4096])
 def test_triton_encoder_matches_the_numpy_format(kind: str, n: int) -> None:
@@ -214,6 +214,7 @@ def _functional_step(params, grads, state, steps, options, launch):  # type: ign
     ids=lambda value: value if isinstance(value, str) else "",
 )
 @pytest.mark.parametrize("block", [128, 1024])  # 128: launched in blocks of 256 anyway
+@runs_kernel
 def test_triton_8bit_step_is_the_float_step_then_the_format(
     name: str, config: Any, block: int
 ) -> None:
@@ -263,6 +264,7 @@ def test_triton_8bit_step_is_the_float_step_then_the_format(
 # ---- the optimizer: every option, against the reference path ------------------------------
 
 
+@runs_kernel
 @pytest.mark.parametrize(("name", "config"), RULES, ids=[name for name, _ in RULES])
 def test_triton_8bit_steps_are_within_one_code_of_the_reference(name: str, config: Any) -> None:
     options = config_kwargs(config)
@@ -274,6 +276,7 @@ def test_triton_8bit_steps_are_within_one_code_of_the_reference(name: str, confi
     assert_within_one_code(fused, reference, params, refs)
 
 
+@runs_kernel
 def test_triton_8bit_complex_parameters() -> None:
     options = {"momentum": 0.9, "centered": True}
     shapes = [(48, 50), (70,)]  # 4800 reals: quantized; 140: float32
@@ -284,6 +287,7 @@ def test_triton_8bit_complex_parameters() -> None:
     assert_within_one_code(fused, reference, params, refs)
 
 
+@runs_kernel
 def test_triton_takes_the_group_without_the_reference_path(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the reference path stepped state the kernel takes")
@@ -295,6 +299,7 @@ def test_triton_takes_the_group_without_the_reference_path(monkeypatch: pytest.M
     assert _fused.takes_stored_format(p, p.grad, [state["square_avg"]])
 
 
+@runs_kernel
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_triton_leaves_8bit_state_of_other_parameters_to_the_reference(dtype: Any) -> None:
     # float64 (the kernel's math is float32) and 16-bit parameters beside 8-bit state.
@@ -311,6 +316,7 @@ def test_triton_leaves_8bit_state_of_other_parameters_to_the_reference(dtype: An
 # ---- stochastic bfloat16 state -------------------------------------------------------------
 
 
+@runs_kernel
 def test_triton_stochastic_bfloat16_state_is_the_format_of_the_float_step() -> None:
     options = {"momentum": 0.9, "centered": True, "lr": 0.01}
     shape, t = (70, 90), 4  # two programs of 4096, the second partial
@@ -345,6 +351,7 @@ def _full(options: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+@runs_kernel
 def test_triton_stochastic_bfloat16_state_against_the_reference_path() -> None:
     options = {"momentum": 0.9, "centered": True, "state_dtype": torch.bfloat16}
     options["stochastic_rounding"] = True
@@ -366,6 +373,7 @@ def test_triton_stochastic_bfloat16_state_against_the_reference_path() -> None:
 # ---- kept steps and replaced scales ----------------------------------------------------------
 
 
+@runs_kernel
 def test_triton_kept_8bit_steps_give_the_bits_of_full_ones() -> None:
     options = {"momentum": 0.9, "fused": True, "bias_correction": True}
     kept, kept_opt = train(options, steps=4)
@@ -377,6 +385,7 @@ def test_triton_kept_8bit_steps_give_the_bits_of_full_ones() -> None:
             assert torch.equal(value, full_opt.state[o][key]), key
 
 
+@runs_kernel
 def test_triton_replaced_scales_are_followed_by_a_new_plan() -> None:
     params, opt = train({"fused": True}, [(64, 70)], steps=2)
     state = opt.state[params[0]]
@@ -389,6 +398,7 @@ def test_triton_replaced_scales_are_followed_by_a_new_plan() -> None:
     assert not torch.equal(new, before)
 
 
+@runs_kernel
 def test_triton_a_plan_refuses_scales_replaced_behind_it() -> None:
     params, opt = train({"fused": True}, [(64, 70)], steps=1)
     p, state = params[0], opt.state[params[0]]
@@ -402,3 +412,58 @@ def test_triton_a_plan_refuses_scales_replaced_behind_it() -> None:
         launcher.run(plan, tensors, hyper, None, None, False)
     assert torch.equal(state["square_avg"], codes)  # nothing written
     assert torch.equal(state["square_avg_scales"], before)
+
+
+# ---- compiled for a GPU, checked without one -----------------------------------------------
+
+LOWMEM_VARIANTS = {
+    "8bit-plain": {"STATE": "u8", "QUANTIZED": True},
+    "8bit-everything": {
+        "STATE": "u8", "QUANTIZED": True, "CENTERED": True, "MOMENTUM": True,
+        "NESTEROV": True, "BIAS_CORRECTION": True, "WEIGHT_DECAY": 2, "MAXIMIZE": True,
+        "LR_ON_DEVICE": True, "GRAD_SCALE": True, "FOUND_INF": True,
+    },
+    "bf16-stochastic-state": {
+        "STATE": "bf16", "STATE_STOCHASTIC": True, "CENTERED": True, "MOMENTUM": True,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.skipif(INTERPRETING, reason="compiling needs triton's compiler, not its interpreter")
+@pytest.mark.parametrize("switches", LOWMEM_VARIANTS.values(), ids=list(LOWMEM_VARIANTS))
+def test_triton_lowmem_kernel_compiles_for_hopper(switches: dict[str, Any]) -> None:
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    dtypes = {"f32": tl.float32, "bf16": tl.bfloat16, "u8": tl.uint8}
+    constexprs: dict[str, Any] = {
+        "PARAM": tl.float32, "GRAD": tl.float32, "STATE": tl.float32, "STEP": tl.float32,
+        "MAXIMIZE": False, "WEIGHT_DECAY": 0, "CENTERED": False, "MOMENTUM": False,
+        "NESTEROV": False, "LR_IN_MOMENTUM": False, "EPS_IN_SQRT": False,
+        "BIAS_CORRECTION": False, "LR_ON_DEVICE": False, "GRAD_SCALE": False,
+        "FOUND_INF": False, "STOCHASTIC": False, "QUANTIZED": False, "STATE_STOCHASTIC": False,
+        "ALIGNED": True, "BLOCK": 1024,
+    }  # fmt: skip
+    constexprs.update(
+        {k: dtypes.get(v, v) if isinstance(v, str) else v for k, v in switches.items()}
+    )
+    signature = {
+        "tables": "*i64", "block_tensor": "*i32", "block_chunk": "*i32", "tickets": "*i32",
+        "n_tensors": "i32",
+    }  # fmt: skip
+    for name, switch in [("lr_ptr", "LR_ON_DEVICE"), ("grad_scale_ptr", "GRAD_SCALE"),
+                         ("found_inf_ptr", "FOUND_INF"), ("maps_ptr", "QUANTIZED")]:  # fmt: skip
+        signature[name] = "*fp32" if constexprs[switch] else "constexpr"
+        if not constexprs[switch]:
+            constexprs[name] = None
+    for name in ("lr", "shrink", "decay", "one_minus_decay", "eps", "momentum", "weight_decay",
+                 "log2_decay_high", "log2_decay_low"):  # fmt: skip
+        signature[name] = "fp32"
+    signature.update({name: "constexpr" for name in constexprs if name.isupper()})
+    source = ASTSource(fn=kernel.rmsprop_lowmem_kernel, signature=signature, constexprs=constexprs)
+    options = {"num_warps": 4, "enable_fp_fusion": False}
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+    assert ".local" not in ptx  # no register spills
+    # Programs read the step count (the seeds): every warp has, before the ticket's release.
+    assert "bar.sync" in ptx[: ptx.index("atom.")]
+    assert "fma.rn.f32" not in ptx  # the format's float32 operations, none fused

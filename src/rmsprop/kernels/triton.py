@@ -99,6 +99,7 @@ __all__ = [
     "WHY_UNAVAILABLE",
     "float32_to_bfloat16",
     "rmsprop_kernel",
+    "rmsprop_lowmem_kernel",
     "tl",
     "too_old",
     "triton",
@@ -437,8 +438,8 @@ if AVAILABLE:
             step = tl.div_rn(lr * g, denominator)
         _store(p_ptr, offsets, mask, theta - step, noise, PARAM, STOCHASTIC)
 
-    @_jit(do_not_specialize=["n_tensors"])
-    def rmsprop_kernel(  # type: ignore[no-untyped-def]
+    @_jit()
+    def _program(  # type: ignore[no-untyped-def]
         tables,
         block_tensor,
         block_chunk,
@@ -456,7 +457,7 @@ if AVAILABLE:
         weight_decay,
         log2_decay_high,
         log2_decay_low,
-        maps_ptr,  # 8-bit state's maps (QUANTIZED), else None
+        maps_ptr,
         PARAM: tl.constexpr,
         GRAD: tl.constexpr,
         STATE: tl.constexpr,
@@ -478,6 +479,7 @@ if AVAILABLE:
         ALIGNED: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
+        # One program's work; the kernels below differ only in what they may be given.
         block = tl.program_id(0)
         tensor = tl.load(block_tensor + block)
         chunk = tl.load(block_chunk + block)
@@ -591,6 +593,106 @@ if AVAILABLE:
                 # No other program reads the count: one counts, with no atomic (a
                 # ticket per program serializes on one address, and slows short blocks).
                 tl.store(step_ptr, tl.load(step_ptr) + 1)
+
+    @_jit(do_not_specialize=["n_tensors"])
+    def rmsprop_kernel(  # type: ignore[no-untyped-def]
+        tables,
+        block_tensor,
+        block_chunk,
+        tickets,
+        n_tensors,
+        lr_ptr,
+        grad_scale_ptr,
+        found_inf_ptr,
+        lr,
+        shrink,
+        decay,
+        one_minus_decay,
+        eps,
+        momentum,
+        weight_decay,
+        log2_decay_high,
+        log2_decay_low,
+        PARAM: tl.constexpr,
+        GRAD: tl.constexpr,
+        STATE: tl.constexpr,
+        STEP: tl.constexpr,
+        MAXIMIZE: tl.constexpr,
+        WEIGHT_DECAY: tl.constexpr,
+        CENTERED: tl.constexpr,
+        MOMENTUM: tl.constexpr,
+        NESTEROV: tl.constexpr,
+        LR_IN_MOMENTUM: tl.constexpr,
+        EPS_IN_SQRT: tl.constexpr,
+        BIAS_CORRECTION: tl.constexpr,
+        LR_ON_DEVICE: tl.constexpr,
+        GRAD_SCALE: tl.constexpr,
+        FOUND_INF: tl.constexpr,
+        STOCHASTIC: tl.constexpr,
+        ALIGNED: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        """The step of float state (each tensor's state in its dtype)."""
+        _program(
+            tables, block_tensor, block_chunk, tickets, n_tensors, lr_ptr, grad_scale_ptr,
+            found_inf_ptr, lr, shrink, decay, one_minus_decay, eps, momentum, weight_decay,
+            log2_decay_high, log2_decay_low, None, PARAM, GRAD, STATE, STEP, MAXIMIZE,
+            WEIGHT_DECAY, CENTERED, MOMENTUM, NESTEROV, LR_IN_MOMENTUM, EPS_IN_SQRT,
+            BIAS_CORRECTION, LR_ON_DEVICE, GRAD_SCALE, FOUND_INF, STOCHASTIC, False, False,
+            ALIGNED, BLOCK,
+        )  # fmt: skip
+
+    @_jit(do_not_specialize=["n_tensors"])
+    def rmsprop_lowmem_kernel(  # type: ignore[no-untyped-def]
+        tables,
+        block_tensor,
+        block_chunk,
+        tickets,
+        n_tensors,
+        lr_ptr,
+        grad_scale_ptr,
+        found_inf_ptr,
+        lr,
+        shrink,
+        decay,
+        one_minus_decay,
+        eps,
+        momentum,
+        weight_decay,
+        log2_decay_high,
+        log2_decay_low,
+        maps_ptr,
+        PARAM: tl.constexpr,
+        GRAD: tl.constexpr,
+        STATE: tl.constexpr,
+        STEP: tl.constexpr,
+        MAXIMIZE: tl.constexpr,
+        WEIGHT_DECAY: tl.constexpr,
+        CENTERED: tl.constexpr,
+        MOMENTUM: tl.constexpr,
+        NESTEROV: tl.constexpr,
+        LR_IN_MOMENTUM: tl.constexpr,
+        EPS_IN_SQRT: tl.constexpr,
+        BIAS_CORRECTION: tl.constexpr,
+        LR_ON_DEVICE: tl.constexpr,
+        GRAD_SCALE: tl.constexpr,
+        FOUND_INF: tl.constexpr,
+        STOCHASTIC: tl.constexpr,
+        QUANTIZED: tl.constexpr,
+        STATE_STOCHASTIC: tl.constexpr,
+        ALIGNED: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        """The step of low-memory state: 8-bit codes and block scales (QUANTIZED, the
+        maps' table at ``maps_ptr``) or bfloat16 rounded stochastically (STATE_STOCHASTIC)."""
+        _program(
+            tables, block_tensor, block_chunk, tickets, n_tensors, lr_ptr, grad_scale_ptr,
+            found_inf_ptr, lr, shrink, decay, one_minus_decay, eps, momentum, weight_decay,
+            log2_decay_high, log2_decay_low, maps_ptr, PARAM, GRAD, STATE, STEP, MAXIMIZE,
+            WEIGHT_DECAY, CENTERED, MOMENTUM, NESTEROV, LR_IN_MOMENTUM, EPS_IN_SQRT,
+            BIAS_CORRECTION, LR_ON_DEVICE, GRAD_SCALE, FOUND_INF, STOCHASTIC, QUANTIZED,
+            STATE_STOCHASTIC, ALIGNED, BLOCK,
+        )  # fmt: skip
 
     INTERPRETED = not isinstance(rmsprop_kernel, triton.runtime.JITFunction)
 else:

@@ -552,20 +552,24 @@ def _launch(
     compiled_for = launch.compiled_for.get(flags)
     if compiled_for is None:
         compiled_for = launch.compiled_for[flags] = _compile_time_arguments(launch, *flags)
+    arguments = (
+        launch.tables,
+        launch.block_tensor,
+        launch.block_chunk,
+        launch.tickets,
+        launch.n_tensors,
+        lr_ptr,
+        grad_scale,
+        found_inf,
+        *s,
+    )
     with _CurrentDevice(device):
-        kernel.rmsprop_kernel[(launch.n_blocks,)](
-            launch.tables,
-            launch.block_tensor,
-            launch.block_chunk,
-            launch.tickets,
-            launch.n_tensors,
-            lr_ptr,
-            grad_scale,
-            found_inf,
-            *s,
-            maps_ptr=launch.maps,
-            **compiled_for,
-        )
+        if launch.stored == _PLAIN:
+            kernel.rmsprop_kernel[(launch.n_blocks,)](*arguments, **compiled_for)
+        else:
+            kernel.rmsprop_lowmem_kernel[(launch.n_blocks,)](
+                *arguments, maps_ptr=launch.maps, **compiled_for
+            )
 
 
 def _compile_time_arguments(
@@ -577,8 +581,9 @@ def _compile_time_arguments(
     stochastic: bool,
 ) -> dict[str, Any]:
     """The kernel's compile-time arguments for a launch: the rule's switches as MAXIMIZE=...,
-    the tensors' dtypes, what the launch reads on the device, the launch settings."""
-    return dict(
+    the tensors' dtypes, what the launch reads on the device, the launch settings, and for
+    low-memory state its format."""
+    arguments = dict(
         **{name.upper(): value for name, value in on._asdict().items()},
         PARAM=_TL_DTYPES[launch.param_dtype],
         GRAD=_TL_DTYPES[launch.grad_dtype],
@@ -588,13 +593,15 @@ def _compile_time_arguments(
         GRAD_SCALE=grad_scale,
         FOUND_INF=found_inf,
         STOCHASTIC=stochastic,
-        QUANTIZED=launch.stored == _EIGHT_BIT,
-        STATE_STOCHASTIC=launch.stored == _STOCHASTIC,
         ALIGNED=launch.aligned,
         BLOCK=launch.block,
         num_warps=launch.settings.num_warps,
         enable_fp_fusion=False,
     )
+    if launch.stored != _PLAIN:  # the low-memory kernel's formats
+        arguments["QUANTIZED"] = launch.stored == _EIGHT_BIT
+        arguments["STATE_STOCHASTIC"] = launch.stored == _STOCHASTIC
+    return arguments
 
 
 @functools.lru_cache(maxsize=64)
