@@ -3,7 +3,8 @@
 `run_world` starts one Python process per rank (this file, run as a script), with a hard
 timeout. The ranks join one gloo process group through a `FileStore` in a folder of
 their own (no port to pick, so none to collide on), run the named scenarios of
-`scenarios.py` in order, and write a report after each: its result, or its traceback.
+`scenarios.py` and `lowmem_scenarios.py` in order, and write a report after each: its
+result, or its traceback.
 A rank whose scenario fails writes that and exits at once (the others would wait on
 it in their next collective); the launcher then ends the rest.
 
@@ -164,7 +165,10 @@ def _main(argv: list[str]) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    import scenarios  # (this folder is on PYTHONPATH)
+    import lowmem_scenarios  # (this folder is on PYTHONPATH)
+    import scenarios
+
+    table = {**scenarios.SCENARIOS, **lowmem_scenarios.SCENARIOS}
 
     path = folder / f"rank{rank}.pt"
     report: dict[str, Any] = {"scenarios": {}, "running": "init_process_group"}
@@ -182,7 +186,7 @@ def _main(argv: list[str]) -> None:
         report["running"] = name
         _save(path, report)
         try:
-            result = scenarios.SCENARIOS[name](context)
+            result = table[name](context)
         except BaseException:  # DCP's CheckpointException is a BaseException
             report["scenarios"][name] = ("error", traceback.format_exc())
             _save(path, report)

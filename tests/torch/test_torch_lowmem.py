@@ -303,8 +303,10 @@ def test_narrow_state_is_float_math_stored_once(
         wide_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
         narrow = train(params, {**config_kwargs(config), **options, "state_dtype": state_dtype}, 2)
         math = torch.promote_types(torch.promote_types(param_dtype, state_dtype), torch.float32)
-        # (the same path: foreach's bits are the loop's only where the foreach ops' are)
-        same = {"foreach": path == "foreach"}
+        # (the same path: foreach's bits are the loop's only where the foreach ops' are, and
+        # the fused CPU kernel steps float32 parameters' bfloat16 state with its own rule)
+        kernel_steps_it = (param_dtype, state_dtype) == (torch.float32, torch.bfloat16)
+        same = options if path == "fused" and kernel_steps_it else {"foreach": path == "foreach"}
         wide = RMSprop(wide_params, **config_kwargs(config), state_dtype=math, **same)
         wide.load_state_dict(copy.deepcopy(narrow.state_dict()))  # (torch's load aliases steps)
         for p, w in zip(params, wide_params):
@@ -358,6 +360,48 @@ def test_stochastic_bfloat16_state_of_dtensors_is_rounded_shard_by_shard() -> No
         assert torch.equal(sharded[0].to_local(), plain[0].detach())
 
 
+@dtensors.needed
+@pytest.mark.parametrize("path", PATHS)
+def test_8bit_state_of_dtensors_is_quantized_shard_by_shard(path: str) -> None:
+    # One rank: the shard is the whole tensor, so its state is the plain tensor's, bit for
+    # bit, in DTensors (tests/distributed/ has 2 ranks, each shard in blocks of its own).
+    options = {**path_options(path), "state_dtype": "8bit", "momentum": 0.9, "centered": True}
+    plain = make_params([SHAPE])
+    cplx = torch.nn.Parameter(torch.randn(64, 40, dtype=torch.complex64))
+    plain.append(cplx)
+    with dtensors.one_rank_mesh("cpu") as mesh:
+        sharded = [
+            torch.nn.Parameter(dtensors.as_dtensor(p.detach().clone(), mesh, "shard"))
+            for p in plain
+        ]
+        opt, plain_opt = RMSprop(sharded, **options), RMSprop(plain, **options)
+        for g, h in zip(draws(8, SHAPE, 3), draws(9, (64, 80), 3)):
+            grads = [g, torch.view_as_complex(h.reshape(64, 40, 2))]
+            for p, s, grad in zip(plain, sharded, grads):
+                p.grad = grad
+                s.grad = dtensors.as_dtensor(grad, mesh, "shard")
+            opt.step()
+            plain_opt.step()
+        assert opt.state_nbytes() == plain_opt.state_nbytes()
+        full = opt.full_precision_state_dict()["state"]
+        plain_full = plain_opt.full_precision_state_dict()["state"]
+        for i, (p, s) in enumerate(zip(plain, sharded)):
+            assert torch.equal(s.to_local(), p.detach())
+            state = opt.state[s]
+            for key, value in plain_opt.state[p].items():
+                if key == "step":
+                    continue
+                stored = state[key]
+                assert type(stored).__name__ == "DTensor", key
+                local = stored.to_local()
+                if key.endswith("_scales"):  # (shards, blocks): one row here
+                    assert stored.shape == (1, value.numel())
+                assert torch.equal(local.reshape(value.shape), value), key
+            for key, value in plain_full[i].items():  # decoded: DTensor float32 state
+                decoded = full[i][key]
+                assert torch.equal(decoded if key == "step" else decoded.to_local(), value), key
+
+
 # ---- every path -----------------------------------------------------------------------------
 
 
@@ -366,12 +410,11 @@ def test_every_path_computes_the_same_bits(state_format: str) -> None:
     for name, config in CASES[::3]:
         runs = {}
         for path in PATHS:
-            if path == "fused" and (NO_FUSED_CPU or state_format == "8bit"):
-                continue  # 8-bit: the kernel's own float rule (test_torch_lowmem_fused.py)
+            if path == "fused":
+                continue  # the CPU kernel's own float rule: test_torch_lowmem_fused.py
             params = make_params([SHAPE, (80, 60)])  # (no float32 state: the kernel's own bits)
             opt = train(params, {**config_kwargs(config), **PATHS[path], **FORMATS[state_format]})
             runs[path] = (params, opt)
-            assert not opt._kept  # a group with low-memory state is never kept
         (params, opt), *others = runs.values()
         for other_params, other in others:
             for p, o in zip(params, other_params):

@@ -428,11 +428,15 @@ class RMSprop(Optimizer):
     def _quantized(
         where: str, p: Tensor, value: Tensor, name: str, step: int
     ) -> tuple[Tensor, Tensor]:
-        if _lowmem.is_dtensor(p) != _lowmem.is_dtensor(value):
+        if _lowmem.is_dtensor(p) and not _lowmem.is_dtensor(value):
             raise ValueError(
-                f"{where} is {'a whole tensor' if _lowmem.is_dtensor(p) else 'a DTensor'}; "
-                f"its parameter is {'a DTensor' if _lowmem.is_dtensor(p) else 'not'}: load "
-                "the state sharded as the parameters are (get_optimizer_state_dict)"
+                f"{where} is a whole tensor; its parameter is a DTensor, whose 8-bit state is "
+                "quantized shard by shard: load state sharded as the parameters are "
+                "(get_optimizer_state_dict, DCP)"
+            )
+        if _lowmem.is_dtensor(value) and not _lowmem.is_dtensor(p):
+            raise ValueError(
+                f"{where} is a DTensor; its parameter is not: gather it first (DTensor.full_tensor)"
             )
         # (A DTensor's test is read whole: every rank takes the same decision.)
         if name == "square_avg" and not value.is_complex() and bool((value < 0).any()):
@@ -1019,8 +1023,9 @@ def _check_codes(where: str, codes: Tensor, scales: Any, p: Tensor) -> None:
         if _lowmem.is_dtensor(codes) or _lowmem.is_dtensor(scales):
             raise ValueError(
                 f"{where} holds sharded 8-bit codes (DTensors), each shard in blocks of its "
-                "own; its parameter is not sharded. Load a full-precision state dict "
-                "(full_precision_state_dict()) instead, which is quantized here"
+                "own; its parameter is not sharded. Load the sharded optimizer's "
+                "full_precision_state_dict(), gathered (DTensor.full_tensor), instead: it is "
+                "quantized here"
             )
         blocks_shape = (-(-codes.numel() // 256),)
         what = "one per 256 codes"
@@ -1039,7 +1044,8 @@ def _check_sharded(where: str, codes: Tensor, scales: Tensor, p: Tensor) -> None
         raise ValueError(
             f"{where} holds 8-bit codes of a whole tensor, in blocks of the whole; its "
             "parameter is sharded (a DTensor), whose 8-bit state is in blocks of each shard. "
-            "Load a full-precision state dict (full_precision_state_dict()) instead"
+            "Load state saved sharded alike, or float32 state sharded as the parameters "
+            "are, which is quantized shard by shard (docs/low-memory.md, FSDP2 and DCP)"
         )
     p_any, codes_any, scales_any = cast(Any, p), cast(Any, codes), cast(Any, scales)
     if codes_any.device_mesh != p_any.device_mesh or codes_any.placements != p_any.placements:
