@@ -116,7 +116,9 @@ class RMSprop(Optimizer):
             element (`rmsprop.quantization`'s format: for a parameter of at least
             4096 real elements, ``state[key]`` is a uint8 tensor of codes in the
             parameter's real-view shape and ``state[key + "_scales"]`` its float32
-            block scales, one per 256; smaller parameters keep float32 state); or
+            block scales, one per 256; smaller parameters keep float32 state; DTensor
+            parameters, FSDP2's, are quantized shard by shard, into DTensor codes and
+            scales: ``docs/low-memory.md``, *FSDP2 and DCP*); or
             ``None``, the parameter's dtype, as PyTorch does (default: None).
             Complex parameters keep complex state (8-bit: codes of their real
             view). State narrower than the parameter's math is decoded, stepped
@@ -345,7 +347,9 @@ class RMSprop(Optimizer):
         The state is loaded in this optimizer's format: 8-bit codes and scales as they are
         into an optimizer with ``state_dtype="8bit"``, float buffers quantized there (with
         the seed ``stream_seed(step, buffer)`` of the step they were saved at), and 8-bit
-        buffers decoded to float32 by an optimizer with float state.
+        buffers decoded to float32 by an optimizer with float state. For DTensor parameters
+        (FSDP2) each shard is quantized or decoded on its own; 8-bit state loads only onto
+        the sharding that saved it (its scales are per shard), float state onto any.
 
         Everything is checked before anything changes: a state dict with the
         wrong structure, an invalid hyperparameter, or a state tensor of the
@@ -468,7 +472,10 @@ class RMSprop(Optimizer):
         `torch.optim.RMSprop` (or this class with float state) loads.
 
         8-bit buffers are decoded (their ``_scales`` keys dropped), bfloat16 and float16
-        ones widened; the rest is `state_dict`'s.
+        ones widened; the rest is `state_dict`'s. The 8-bit state of DTensor parameters
+        (FSDP2) is decoded shard by shard into DTensor float32 state, which an optimizer
+        with float state on any sharding loads (the way to reshard 8-bit state: see
+        ``docs/low-memory.md``, *FSDP2 and DCP*).
 
         Example:
             >>> import torch
