@@ -5,7 +5,8 @@ Usage:
     python benchmarks/lowmem_cpu.py --quick    # 1M parameters: checks that it runs
 
 Steps `rmsprop.torch.RMSprop` (``fused=True``) on float32 CPU parameters, plain and
-centered with momentum, with float32 state and with ``state_dtype="8bit"``, and prints
+centered with momentum, with float32 state, bfloat16 state (rounded to nearest, and
+stochastically: "bf16 sr") and ``state_dtype="8bit"``, and prints
 the median step time of each side by side, the speed-up of 8-bit over float32 (the
 target: at least 1.15), and the state's bytes per parameter summed from the optimizer's
 state tensors (`RMSprop.state_nbytes`). Gradients are fixed: a step
@@ -30,7 +31,12 @@ RULES: dict[str, dict[str, Any]] = {
     "plain": {},
     "centered+momentum": {"centered": True, "momentum": 0.9},
 }
-STATE_DTYPES: dict[str, dict[str, Any]] = {"float32": {}, "8bit": {"state_dtype": "8bit"}}
+STATE_DTYPES: dict[str, dict[str, Any]] = {
+    "float32": {},
+    "bf16": {"state_dtype": torch.bfloat16},
+    "bf16 sr": {"state_dtype": torch.bfloat16, "stochastic_rounding": True},
+    "8bit": {"state_dtype": "8bit"},
+}
 
 
 def median_step_ms(

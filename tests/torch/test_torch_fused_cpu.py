@@ -444,18 +444,19 @@ def test_autograd_sees_a_dtensor_change_when_the_kernel_steps_its_shard():
 
 @dtensors.needed
 def test_a_step_the_fused_path_refuses_changes_nothing_even_its_subclass_tensors():
-    # stochastic_rounding needs the Triton kernel: refused on the CPU before any tensor moves,
-    # those headed for the single-tensor path included.
+    # Rounding bfloat16 parameters stochastically needs the Triton kernel: refused on the CPU
+    # before any tensor moves, those headed for the single-tensor path included.
     with dtensors.one_rank_mesh("cpu") as mesh:
         shard = dtensors.as_dtensor(torch.ones(4), mesh, "shard")
-        params = [torch.nn.Parameter(shard), torch.nn.Parameter(torch.ones(4))]
+        bf16 = torch.ones(4, dtype=torch.bfloat16)
+        params = [torch.nn.Parameter(shard), torch.nn.Parameter(bf16.clone())]
         params[0].grad = dtensors.as_dtensor(torch.ones(4), mesh, "replicate")  # not alike
-        params[1].grad = torch.ones(4)
+        params[1].grad = bf16.clone()
         opt = RMSprop(params, fused=True, stochastic_rounding=True)
         with pytest.raises(ValueError, match="needs the fused Triton kernel"):
             opt.step()
         assert torch.equal(params[0].full_tensor(), torch.ones(4))
-        assert torch.equal(params[1].detach(), torch.ones(4))
+        assert torch.equal(params[1].detach(), bf16)
 
 
 # ---- torch.compile -------------------------------------------------------------------------

@@ -235,3 +235,58 @@ def test_replaced_scales_are_followed_by_a_new_plan() -> None:
     opt.step()
     assert torch.equal(old, before)  # no longer the state's: left alone
     assert not torch.equal(new, before)
+
+
+# ---- bfloat16 state ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stochastic", [True, False], ids=["stochastic", "nearest"])
+@pytest.mark.parametrize(("name", "config"), CASES, ids=[name for name, _ in CASES])
+def test_fused_bfloat16_state_is_the_float32_step_rounded(
+    name: str, config: Any, stochastic: bool
+) -> None:
+    """From the same state, the kernel's bfloat16-state step is its float32-state step with
+    each buffer rounded as `rmsprop.quantization.round_to_bfloat16` rounds it (stochastically
+    with the buffer's seed, or to nearest even), bit for bit."""
+    import copy
+
+    from rmsprop.torch._fused import numba_cpu as launcher
+
+    options = {**config_kwargs(config), "fused": True}
+    params = make_params([(64, 70), (300,)])
+    wide_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    narrow = RMSprop(
+        params, state_dtype=torch.bfloat16, stochastic_rounding=stochastic, **options
+    )
+    wide = RMSprop(wide_params, **options)
+    generator = torch.Generator().manual_seed(3)
+    for step in range(1, STEPS + 1):
+        for p, w in zip(params, wide_params):
+            p.grad = torch.randn(p.shape, generator=generator)
+            w.grad = p.grad.clone()
+            w.data.copy_(p.detach())
+        if step > 1:
+            wide.load_state_dict(copy.deepcopy(narrow.state_dict()))  # widened to float32
+        narrow.step()
+        wide.step()
+        tables = [t for plan in launcher._plans.values() for t, _ in plan.seeded]
+        assert any(isinstance(t, kernel.Bfloat16StateTable) for t in tables)
+        for p, w in zip(params, wide_params):
+            assert torch.equal(p.detach(), w.detach()), name
+            for buffer, key in enumerate(("square_avg", "grad_avg", "momentum_buffer")):
+                if key not in narrow.state[p]:
+                    continue
+                seed = q.stream_seed(step, buffer) if stochastic else None
+                want = q.round_to_bfloat16(wide.state[w][key].numpy(), seed)
+                got = narrow.state[p][key].view(torch.int16).numpy().view(np.uint16).ravel()
+                np.testing.assert_array_equal(got, want, err_msg=f"{name} {key} step {step}")
+
+
+def test_the_bfloat16_encoder_keeps_nan_and_infinities() -> None:
+    values = np.array([np.nan, -np.nan, np.inf, -np.inf, 3.4e38, -0.0, 1.0], np.float32)
+    values = np.resize(values, q.BLOCK)
+    for stochastic in (True, False):
+        bits = np.zeros(q.BLOCK, np.uint16)
+        kernel._encode_bfloat16(values, bits, kernel._stream_key(5, 0), 0, stochastic)
+        want = q.round_to_bfloat16(values, q.stream_seed(5, 0) if stochastic else None)
+        np.testing.assert_array_equal(bits, want)

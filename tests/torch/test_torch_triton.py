@@ -733,10 +733,11 @@ def test_stochastic_rounding_and_state_dtype_are_checked():
         RMSprop(params, stochastic_rounding=True, foreach=True)
     with pytest.raises(TypeError, match=r"state_dtype must be a floating torch\.dtype"):
         RMSprop(params, state_dtype=torch.int32)
-    if not INTERPRETING:  # CPU tensors go to the Numba kernel (or foreach), which can't
-        params[0].grad = torch.ones(2)
+    if not INTERPRETING:  # CPU tensors go to the Numba kernel, which can't round bfloat16
+        bf16 = [torch.nn.Parameter(torch.ones(2, dtype=torch.bfloat16))]  # parameters
+        bf16[0].grad = torch.ones(2, dtype=torch.bfloat16)
         with pytest.raises(ValueError, match="stochastic_rounding=True needs the fused Triton"):
-            RMSprop(params, stochastic_rounding=True).step()
+            RMSprop(bf16, stochastic_rounding=True).step()
 
 
 def test_optimizer_wide_options_survive_pickling_and_state_dicts():

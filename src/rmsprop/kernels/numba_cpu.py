@@ -60,11 +60,14 @@ __all__ = [
     "SERIAL_BELOW",
     "SERIAL_BELOW_POOL",
     "WHY_UNAVAILABLE",
+    "Bfloat16StateTable",
     "QuantizedTable",
     "Table",
     "Task",
     "as_array",
+    "bfloat16_table_kernel",
     "num_threads",
+    "parallel_bfloat16_table_kernel",
     "parallel_quantized_table_kernel",
     "parallel_table_kernel",
     "quantized_table_kernel",
@@ -512,6 +515,109 @@ def _parallel_quantized_table_kernel_source(
         )
 
 
+# -- bfloat16 state ---------------------------------------------------------------------------
+# The state as bfloat16 bits (uint16), decoded into float32 scratch a block at a time and
+# rounded back: to nearest even, as a cast does, or stochastically with the 8-bit format's
+# random numbers (`rmsprop.quantization.round_to_bfloat16`): add the hash's upper 16 bits to
+# the float32 bits, keep the upper half. NaN is stored as the quiet NaN 0x7FC0, ±inf exactly.
+
+_QUIET_NAN_BFLOAT16 = 0x7FC0
+
+
+def _decode_bfloat16_source(bits: Any, out: Any) -> None:
+    wide = out.view(np.uint32)
+    for j in range(bits.size):
+        wide[j] = _U32(bits[j]) << _U32(16)
+
+
+def _encode_bfloat16_source(values: Any, bits: Any, key: Any, first: int, stochastic: bool) -> None:
+    wide = values.view(np.uint32)
+    for j in range(bits.size):
+        x = wide[j]
+        magnitude = x & _U32(0x7FFFFFFF)
+        if stochastic:
+            carry = _fmix32(_U32(first + j) ^ key) >> _U32(16)
+        else:
+            carry = _U32(0x7FFF) + ((x >> _U32(16)) & _U32(1))
+        rounded = _U32(x + carry) >> _U32(16)
+        kept = x >> _U32(16) if magnitude == _U32(_INF_BITS) else _U32(_QUIET_NAN_BFLOAT16)
+        bits[j] = np.uint16(rounded if magnitude < _U32(_INF_BITS) else kept)
+
+
+def _bfloat16_rows_source(
+    addresses: Any, pieces: Any, c: Any, steps: Any, stochastic: bool, v: Any, m: Any, b: Any
+) -> None:
+    # Float32 parameters whose buffers are bfloat16: v, m, b are one block's scratch each.
+    for row in range(pieces.shape[0]):
+        t, start, stop = pieces[row, 0], pieces[row, 1], pieces[row, 2]
+        n = stop - start
+        p = numba.carray(_pointer(addresses[PARAM, t] + 4 * start), n, np.float32)
+        g = numba.carray(_pointer(addresses[GRAD, t] + 4 * start), n, np.float32)
+        v_bits = numba.carray(_pointer(addresses[SQUARE_AVG, t] + 2 * start), n, np.uint16)
+        v_key = _stream_key(steps[t], 0)
+        if m is not None:
+            m_bits = numba.carray(_pointer(addresses[GRAD_AVG, t] + 2 * start), n, np.uint16)
+            m_key = _stream_key(steps[t], 1)
+        if b is not None:
+            b_bits = numba.carray(_pointer(addresses[BUFFER, t] + 2 * start), n, np.uint16)
+            b_key = _stream_key(steps[t], 2)
+        ct = c[t]
+        for lo in range(0, n, QUANTIZED_BLOCK):
+            hi = min(n, lo + QUANTIZED_BLOCK)
+            _decode_bfloat16(v_bits[lo:hi], v)
+            if m is not None:
+                _decode_bfloat16(m_bits[lo:hi], m)
+            if b is not None:
+                _decode_bfloat16(b_bits[lo:hi], b)
+            _kernel(p[lo:hi], g[lo:hi], v, m, b, ct)
+            _encode_bfloat16(v, v_bits[lo:hi], v_key, start + lo, stochastic)
+            if m is not None:
+                _encode_bfloat16(m, m_bits[lo:hi], m_key, start + lo, stochastic)
+            if b is not None:
+                _encode_bfloat16(b, b_bits[lo:hi], b_key, start + lo, stochastic)
+
+
+def _bfloat16_table_kernel_source(
+    addresses: Any, pieces: Any, c: Any, steps: Any, stochastic: bool, m_marker: Any, b_marker: Any
+) -> None:
+    v = np.empty(QUANTIZED_BLOCK, np.float32)
+    if m_marker is None:
+        if b_marker is None:
+            _bfloat16_rows(addresses, pieces, c, steps, stochastic, v, None, None)
+        else:
+            b = np.empty(QUANTIZED_BLOCK, np.float32)
+            _bfloat16_rows(addresses, pieces, c, steps, stochastic, v, None, b)
+    else:
+        m = np.empty(QUANTIZED_BLOCK, np.float32)
+        if b_marker is None:
+            _bfloat16_rows(addresses, pieces, c, steps, stochastic, v, m, None)
+        else:
+            b = np.empty(QUANTIZED_BLOCK, np.float32)
+            _bfloat16_rows(addresses, pieces, c, steps, stochastic, v, m, b)
+
+
+def _parallel_bfloat16_table_kernel_source(
+    addresses: Any,
+    rows: Any,
+    bounds: Any,
+    c: Any,
+    steps: Any,
+    stochastic: bool,
+    m_marker: Any,
+    b_marker: Any,
+) -> None:
+    for share in numba.prange(bounds.size - 1):
+        bfloat16_table_kernel(
+            addresses,
+            rows[bounds[share] : bounds[share + 1]],
+            c,
+            steps,
+            stochastic,
+            m_marker,
+            b_marker,
+        )
+
+
 def _njit(function: Any, **options: Any) -> Any:
     if not AVAILABLE:
         return None
@@ -541,6 +647,11 @@ _quantized_rows: Any = _njit(_quantized_rows_source)
 quantized_table_kernel: Any = _njit(_quantized_table_kernel_source)
 # Compiling this starts Numba's threading layer, as `parallel_table_kernel` does.
 parallel_quantized_table_kernel: Any = _njit(_parallel_quantized_table_kernel_source, parallel=True)
+_decode_bfloat16: Any = _njit(_decode_bfloat16_source)
+_encode_bfloat16: Any = _njit(_encode_bfloat16_source)
+_bfloat16_rows: Any = _njit(_bfloat16_rows_source)
+bfloat16_table_kernel: Any = _njit(_bfloat16_table_kernel_source)
+parallel_bfloat16_table_kernel: Any = _njit(_parallel_bfloat16_table_kernel_source, parallel=True)
 
 
 class QuantizedTable(Table):
@@ -580,6 +691,43 @@ class QuantizedTable(Table):
     def run_shares(self, rows: np.ndarray, bounds: np.ndarray) -> None:
         parallel_quantized_table_kernel(
             self.addresses, rows, bounds, self.coefficients, self.steps, self.maps, *self.markers
+        )
+
+
+class Bfloat16StateTable(Table):
+    """float32 tensors whose state buffers are bfloat16 (their bits, uint16), decoded and
+    rounded again a block of `QUANTIZED_BLOCK` at a time, one kernel call per thread.
+
+    ``steps[i]`` is tensor i's step count after the update (the seed of its random
+    numbers, with ``stochastic``); without ``stochastic`` the state is rounded to nearest
+    even, as a cast does.
+    """
+
+    def __init__(
+        self,
+        numels: Sequence[int],
+        stochastic: bool,
+        grad_avg: bool = False,
+        momentum: bool = False,
+    ) -> None:
+        super().__init__(np.float32, numels, grad_avg, momentum)
+        self.steps = np.zeros(len(self.numels), np.int64)
+        self.stochastic = bool(stochastic)
+
+    def run_rows(self, rows: np.ndarray) -> None:
+        bfloat16_table_kernel(
+            self.addresses, rows, self.coefficients, self.steps, self.stochastic, *self.markers
+        )
+
+    def run_shares(self, rows: np.ndarray, bounds: np.ndarray) -> None:
+        parallel_bfloat16_table_kernel(
+            self.addresses,
+            rows,
+            bounds,
+            self.coefficients,
+            self.steps,
+            self.stochastic,
+            *self.markers,
         )
 
 

@@ -606,7 +606,7 @@ class RMSprop(Optimizer):
                     differentiable=group["differentiable"],
                     grad_scale=grad_scale,
                     found_inf=found_inf,
-                    stochastic_rounding=self._rounds_parameters(fused, params),
+                    stochastic_rounding=self._rounds_parameters(params),
                     launch=self.launch,
                     **{field: group[_GROUP_KEY[field]] for field in STEP_FIELDS},
                 )
@@ -831,13 +831,11 @@ class RMSprop(Optimizer):
         """Whether ``p``'s buffers are stored in 8 bits."""
         return self.state_dtype == "8bit" and _lowmem.is_quantized(p)
 
-    def _rounds_parameters(self, fused: bool, params: list[Tensor]) -> bool:
-        """Whether a step asks the kernels to round bfloat16 parameters stochastically: on the
-        fused path, and on the others where a bfloat16 parameter makes them refuse it (the
-        option's other half, bfloat16 state, every path does)."""
-        if not self.stochastic_rounding:
-            return False
-        return fused or any(p.dtype == torch.bfloat16 for p in params)
+    def _rounds_parameters(self, params: list[Tensor]) -> bool:
+        """Whether a step asks the kernels to round bfloat16 parameters stochastically: where
+        there are any (the fused Triton kernel does; the other paths refuse them, saying
+        why). The option's other half, bfloat16 state, every path does."""
+        return self.stochastic_rounding and any(p.dtype == torch.bfloat16 for p in params)
 
     def _keeps_formats(self) -> bool:
         """Whether a step must record how state is stored (8-bit scales, stochastic bfloat16)."""

@@ -119,8 +119,8 @@ def run(
         counted = counted_steps(plan, tensors)
     if counted:
         torch._foreach_add_(counted, _ONE, alpha=1.0)
-    for quantized, indices in plan.quantized:  # the step counts after the update: the seeds
-        quantized.steps[:] = torch.stack([state_steps[i] for i in indices]).numpy()
+    for seeded, indices in plan.seeded:  # the step counts after the update: the seeds
+        seeded.steps[:] = torch.stack([state_steps[i] for i in indices]).numpy()
     if hyper.bias_correction or plan.rule != hyper:
         c = _lowering.coefficients(hyper, 1)
         for table, indices in plan.tables:
@@ -170,7 +170,8 @@ class _Plan:
 
     ``tables`` pairs each address table with the step-list positions of its
     tensors (``quantized``: the tables of 8-bit state among them, with the
-    block scales their addresses point at, checked on every step); ``converted``
+    block scales their addresses point at, checked on every step; ``seeded``: those and
+    the tables of bfloat16 state, which read the step counts); ``converted``
     are the 16-bit tensors, ``leftover`` those the single-tensor path takes.
     `rmsprop.torch._plans.cached_plan` keeps ``grads`` and ``signatures``: the gradients
     the tables point at.
@@ -183,11 +184,14 @@ class _Plan:
         leftover: list[int],
         quantized: list[tuple[kernel.QuantizedTable, list[int]]] | None = None,
         scales: list[Tensor] | None = None,
+        bfloat16: list[tuple[kernel.Bfloat16StateTable, list[int]]] | None = None,
     ) -> None:
         self.quantized = quantized or []
         self.scales = scales or []
         self.scale_addresses = [t.data_ptr() for t in self.scales]
-        tables = [*tables, *self.quantized]  # type: ignore[list-item]
+        # The tables whose random numbers are seeded by each tensor's step count.
+        self.seeded: list[tuple[Any, list[int]]] = [*self.quantized, *(bfloat16 or [])]
+        tables = [*tables, *self.seeded]
         self.tables = tables
         self.converted = converted
         self.leftover = leftover
@@ -242,6 +246,8 @@ def _build_plan(tensors: StepTensors) -> _Plan:
     repeated = listed_twice(params)  # for the loop, which steps them twice in turn
     by_dtype: dict[Any, list[int]] = {}
     quantized_by_dtype: dict[Any, list[int]] = {}
+    stochastic_bfloat16: list[int] = []
+    nearest_bfloat16: list[int] = []
     converted: list[int] = []
     leftover: list[int] = []
     for i, p in enumerate(params):
@@ -250,6 +256,13 @@ def _build_plan(tensors: StepTensors) -> _Plan:
         if state[0].dtype == torch.uint8:
             if p.data_ptr() not in repeated and takes_stored_format(p, g, state):
                 quantized_by_dtype.setdefault(_DIRECT[real_dtype(p)], []).append(i)
+            else:
+                leftover.append(i)
+            continue
+        if p.dtype == torch.float32 and state[0].dtype == torch.bfloat16:
+            if p.data_ptr() not in repeated and _takes_bfloat16_state(p, g, state):
+                stochastic = _lowmem.format_of(state[0]) is not None
+                (stochastic_bfloat16 if stochastic else nearest_bfloat16).append(i)
             else:
                 leftover.append(i)
             continue
@@ -294,7 +307,18 @@ def _build_plan(tensors: StepTensors) -> _Plan:
                 quantized_table.addresses[scale_row] = [t.data_ptr() for t in found]
         scales += [t for listed in _quantized_lists(tensors) for t in _scales_of(listed, indices)]
         quantized.append((quantized_table, indices))
-    return _Plan(tables, converted, leftover, quantized, scales)
+    bfloat16 = []
+    for stochastic, indices in ((True, stochastic_bfloat16), (False, nearest_bfloat16)):
+        if indices:
+            numels = [params[i].numel() for i in indices]
+            bfloat16_table = kernel.Bfloat16StateTable(
+                numels, stochastic, bool(grad_avgs), bool(momentum_buffers)
+            )
+            for row, listed in enumerate([params, grads, square_avgs, grad_avgs, momentum_buffers]):
+                if listed:
+                    bfloat16_table.addresses[row] = [listed[i].data_ptr() for i in indices]
+            bfloat16.append((bfloat16_table, indices))
+    return _Plan(tables, converted, leftover, quantized, scales, bfloat16)
 
 
 # Each buffer's rows in a quantized table: its codes, its scales.
@@ -318,11 +342,29 @@ def _scales_of(listed: list[Tensor], indices: list[int]) -> list[Tensor]:
     return [f.scales for f in found if f is not None and f.scales is not None]
 
 
+def _takes_bfloat16_state(p: Tensor, g: Tensor, state: list[Tensor]) -> bool:
+    """Whether a `kernel.Bfloat16StateTable` takes a float32 parameter with this gradient and
+    bfloat16 state: all contiguous CPU tensors of one shape, none lazily negated, every
+    buffer rounded the same way (stochastically or to nearest)."""
+    if g.dtype != torch.float32 or not all(t.dtype == torch.bfloat16 for t in state):
+        return False
+    tensors = [p, g, *state]
+    if not all(t.is_cpu and t.is_contiguous() and t.shape == p.shape for t in tensors):
+        return False
+    if p.is_neg() or g.is_neg() or any(t.is_neg() for t in state):
+        return False
+    return len({_lowmem.format_of(t) is not None for t in state}) == 1
+
+
 def takes_stored_format(p: Tensor, g: Tensor, state: list[Tensor]) -> bool:
-    """Whether a `kernel.QuantizedTable` takes a parameter with this gradient and 8-bit
-    state (the lists its rule uses): a contiguous float32 or float64 (complex64, complex128)
-    CPU parameter and gradient, and each buffer contiguous uint8 codes with their block
-    scales recorded (`_lowmem.keep_format`), contiguous float32 on the CPU."""
+    """Whether the kernel takes a parameter with this gradient and low-memory state (the
+    lists its rule uses): stochastically rounded bfloat16 state of a float32 parameter
+    (`kernel.Bfloat16StateTable`), or 8-bit state (`kernel.QuantizedTable`) of a contiguous
+    float32 or float64 (complex64, complex128) CPU parameter and gradient, each buffer
+    contiguous uint8 codes with their block scales recorded (`_lowmem.keep_format`),
+    contiguous float32 on the CPU."""
+    if p.dtype == torch.float32 and state[0].dtype == torch.bfloat16:
+        return _takes_bfloat16_state(p, g, state)
     if real_dtype(p) not in _DIRECT or g.dtype != p.dtype:
         return False
     if not (p.is_cpu and g.is_cpu and p.is_contiguous() and g.is_contiguous()):
