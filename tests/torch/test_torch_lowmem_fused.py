@@ -255,9 +255,7 @@ def test_fused_bfloat16_state_is_the_float32_step_rounded(
     options = {**config_kwargs(config), "fused": True}
     params = make_params([(64, 70), (300,)])
     wide_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
-    narrow = RMSprop(
-        params, state_dtype=torch.bfloat16, stochastic_rounding=stochastic, **options
-    )
+    narrow = RMSprop(params, state_dtype=torch.bfloat16, stochastic_rounding=stochastic, **options)
     wide = RMSprop(wide_params, **options)
     generator = torch.Generator().manual_seed(3)
     for step in range(1, STEPS + 1):
