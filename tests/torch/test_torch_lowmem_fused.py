@@ -288,3 +288,23 @@ def test_the_bfloat16_encoder_keeps_nan_and_infinities() -> None:
         kernel._encode_bfloat16(values, bits, kernel._stream_key(5, 0), 0, stochastic)
         want = q.round_to_bfloat16(values, q.stream_seed(5, 0) if stochastic else None)
         np.testing.assert_array_equal(bits, want)
+
+
+# ---- warm-up -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state_dtype", "variant"),
+    [("8bit", (np.dtype(np.float32), True, True, "8bit")),
+     (torch.bfloat16, (np.dtype(np.float32), True, True, "bfloat16"))],
+)  # fmt: skip
+def test_a_new_optimizer_loads_its_low_memory_kernels_in_the_background(
+    state_dtype: Any, variant: tuple[Any, ...]
+) -> None:
+    """A worker's optimizer starts loading the kernel its state takes (seconds to compile
+    where Numba's cache is cold) before its first step, beside the float state's."""
+    params = make_params([(64, 70)])
+    RMSprop(params, state_dtype=state_dtype, centered=True, momentum=0.9, fused=True)
+    kernel.wait_for_warm_up()
+    assert variant in kernel._warmed
+    assert (np.dtype(np.float32), True, True) in kernel._warmed

@@ -1072,15 +1072,18 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
-Variant = tuple[Any, bool, bool]  # (kernel dtype, with m, with b): one compiled table kernel
+Variant = tuple[Any, ...]  # (kernel dtype, with m, with b[, state format]): one table kernel
 
 
 def warm_up(variants: Iterable[Variant] | None = None, parallel: bool | None = None) -> None:
-    """Loads the table kernel's ``variants`` (default: every dtype and buffer combination) from
-    Numba's on-disk cache (compiling them, once per machine, where the cache is cold), by
-    running each over no tensors; with ``parallel`` (default: when steps here will take
-    Numba's TBB threads), their `parallel_table_kernel` too. A fresh process pays this once:
-    about half a second, mostly Numba's own start, then milliseconds a variant.
+    """Loads the table kernels' ``variants`` (default: every dtype and buffer combination of
+    float state) from Numba's on-disk cache (compiling them, once per machine, where the cache
+    is cold), by running each over no tensors; with ``parallel`` (default: when steps here
+    will take Numba's TBB threads), their parallel kernels too. A fresh process pays this
+    once: about half a second, mostly Numba's own start, then milliseconds a variant. A
+    variant is ``(dtype, with m, with b)``, or with a fourth item, the state's format:
+    ``"float"``, ``"8bit"`` (`QuantizedTable`) or ``"bfloat16"`` (`Bfloat16StateTable`,
+    float32 only); a cold compile of a low-memory variant takes seconds.
     """
     if not AVAILABLE:
         return
@@ -1090,13 +1093,19 @@ def warm_up(variants: Iterable[Variant] | None = None, parallel: bool | None = N
         parallel = _steps_take_tbb()
     no_rows = np.zeros((0, 3), np.int64)
     no_shares = np.zeros(1, np.int64)
-    for dtype, grad_avg, momentum in variants:
-        table = Table(dtype, [], grad_avg, momentum)
-        table_kernel(table.addresses, no_rows, table.coefficients, *table.markers)
+    for dtype, grad_avg, momentum, *state in variants:
+        table = _empty_table(dtype, grad_avg, momentum, state[0] if state else "float")
+        table.run_rows(no_rows)
         if parallel:
-            parallel_table_kernel(
-                table.addresses, no_rows, no_shares, table.coefficients, *table.markers
-            )
+            table.run_shares(no_rows, no_shares)
+
+
+def _empty_table(dtype: Any, grad_avg: bool, momentum: bool, state: str) -> Table:
+    if state == "8bit":
+        return QuantizedTable(dtype, [], np.zeros(256, np.float32), grad_avg, momentum)
+    if state == "bfloat16":
+        return Bfloat16StateTable([], False, grad_avg, momentum)
+    return Table(dtype, [], grad_avg, momentum)
 
 
 def _steps_take_tbb() -> bool:
@@ -1119,7 +1128,7 @@ def warm_up_in_background(variants: Iterable[Variant]) -> None:
     if not AVAILABLE:
         return
     with _warming_lock:
-        new = [(np.dtype(d), bool(m), bool(b)) for d, m, b in variants]
+        new = [(np.dtype(d), bool(m), bool(b), *state) for d, m, b, *state in variants]
         new = [v for v in dict.fromkeys(new) if v not in _warmed]
         if not new:
             return

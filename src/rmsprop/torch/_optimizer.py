@@ -304,8 +304,13 @@ class RMSprop(Optimizer):
         self._prepare_kernels()  # (a worker receives its optimizer pickled)
 
     def _prepare_kernels(self) -> None:
+        formats: tuple[str, ...] = ()
+        if self.state_dtype == "8bit":
+            formats = ("8bit",)
+        elif self.state_dtype == torch.bfloat16:
+            formats = ("bfloat16",)
         for group in self.param_groups:
-            _fused.prepare(group["params"], group)
+            _fused.prepare(group["params"], group, formats)
 
     def state_dict(self) -> dict[str, Any]:
         """The state and param groups, as `torch.optim.Optimizer.state_dict` returns them,

@@ -185,16 +185,24 @@ def on_device(
     return kernel.on_device and not kernel.why_not(device_type)
 
 
-def prepare(params: list[Tensor], group: dict[str, Any]) -> None:
+def prepare(
+    params: list[Tensor], group: dict[str, Any], state_formats: tuple[str, ...] = ()
+) -> None:
     """Starts loading, in the background, the kernels a step of a param group with these
-    parameters and options may take (so that a new worker process's set-up hides it)."""
+    parameters and options may take (so that a new worker process's set-up hides it);
+    ``state_formats``: the low-memory state formats (``"8bit"``, ``"bfloat16"``) of its
+    state, whose CPU kernels take seconds to compile where Numba's cache is cold."""
     if group["fused"] is False or group["foreach"] or group["differentiable"]:
         return
     for device_type in _device_types(params):
         kernel = fused_kernel(device_type)
         if not kernel.why_not(device_type):
             picked = [p for p in params if p.device.type == device_type]
-            _launcher(kernel.name).prepare(picked, group["centered"], group["momentum"] > 0)
+            centered, momentum = group["centered"], group["momentum"] > 0
+            if kernel is NUMBA:
+                _launcher(kernel.name).prepare(picked, centered, momentum, state_formats)
+            else:
+                _launcher(kernel.name).prepare(picked, centered, momentum)
 
 
 def _device_types(params: list[Tensor]) -> list[str]:

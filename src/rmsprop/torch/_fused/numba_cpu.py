@@ -69,11 +69,19 @@ def unsupported_reason(device_type: str) -> str:
     return ""
 
 
-def prepare(params: list[Tensor], centered: bool, momentum: bool) -> None:
+def prepare(
+    params: list[Tensor], centered: bool, momentum: bool, state_formats: tuple[str, ...] = ()
+) -> None:
     """Starts loading the kernel variants these parameters' steps take, in the background: a
-    new worker's first step then finds them loaded, or waits only for the rest."""
+    new worker's first step then finds them loaded, or waits only for the rest.
+    ``state_formats``: the low-memory formats (``"8bit"``, ``"bfloat16"``) their state may
+    take beside float state."""
     dtypes = {_DIRECT[d] for d in map(real_dtype, params) if d in _DIRECT}
-    kernel.warm_up_in_background((dtype, centered, momentum) for dtype in dtypes)
+    variants: list[tuple[Any, ...]] = [(dtype, centered, momentum) for dtype in dtypes]
+    for state in state_formats:
+        taken = dtypes if state == "8bit" else dtypes & {np.float32}
+        variants += [(dtype, centered, momentum, state) for dtype in taken]
+    kernel.warm_up_in_background(variants)
 
 
 def fused_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:
