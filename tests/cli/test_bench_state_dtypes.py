@@ -252,6 +252,10 @@ def test_a_failing_column_is_logged_and_the_others_are_timed(tiny_size, monkeypa
         f"{TINY} · plain · rmsprop foreach 8bit failed: RuntimeError('no 8-bit kernel today')"
     ) in out
     assert "  plain    rmsprop foreach  " in out
+    assert main([*argv, "--json"]) == 0  # stdout: the JSON alone; the failure on stderr
+    printed = capsys.readouterr()
+    assert [row["implementation"] for row in json.loads(printed.out)] == ["rmsprop foreach"]
+    assert "rmsprop foreach 8bit failed: RuntimeError('no 8-bit kernel today')" in printed.err
 
 
 # The CUDA engine, on a device it believes in.
@@ -370,3 +374,28 @@ def test_the_command_hands_the_state_dtypes_to_the_cuda_engine(fake_device, monk
     assert main(argv[:-1]) == 0
     out = capsys.readouterr().out
     assert "state B/param" in out and "× default state" in out and "1.071" in out
+
+
+def test_smaller_state_rotates_over_more_sets(fake_device, monkeypatch):
+    """L2 must not flatter a column whose state is smaller: its sets are sized by it."""
+    counts = {}
+
+    def make_steps(name, model, dtype, variant, count, launch=None, **state):
+        counts[state.get("state", dtype)] = count
+        return [FakeStep(0)] * count
+
+    monkeypatch.setattr(cuda, "make_steps", make_steps)
+    monkeypatch.setattr(cuda, "time_cuda", lambda steps, repeats, warmup: {
+        "median_ms": 1.0, "wall_ms": 1.0, "first_s": 0.1,
+    })  # fmt: skip
+    monkeypatch.setitem(cuda.SHAPES, TINY, [(1024, 1024)] * 4)  # 4M parameters
+    cuda.run_cuda([TINY], ["float32"], ["plain"], ["rmsprop fused"],
+                  state_dtypes=["float32", "bfloat16", "8bit"])  # fmt: skip
+    l2 = 50 * 2**20
+    params = 4 * 2**20
+    assert counts == {
+        "float32": cuda.rotation(12 * params, 2**40, l2),  # θ, g, v: 4 bytes each
+        "bfloat16": cuda.rotation(10 * params, 2**40, l2),
+        "8bit": cuda.rotation(int(8 * params + params * (1 + 4 / 256)), 2**40, l2),
+    }
+    assert counts["float32"] == 5 and counts["8bit"] == 6

@@ -110,15 +110,16 @@ class StateDtype:
     ``"8bit"``) and ``stochastic_rounding``."""
 
     stored: str
+    itemsize: float  # bytes per element, about (8-bit: its scales too), to size memory by
     stochastic: bool = False
 
 
 # --state-dtype's names (`rmsprop info` sizes the same formats).
 STATE_DTYPES: dict[str, StateDtype] = {
-    "float32": StateDtype("float32"),
-    "bfloat16": StateDtype("bfloat16"),
-    "bfloat16-stochastic": StateDtype("bfloat16", stochastic=True),
-    "8bit": StateDtype("8bit"),
+    "float32": StateDtype("float32", 4),
+    "bfloat16": StateDtype("bfloat16", 2),
+    "bfloat16-stochastic": StateDtype("bfloat16", 2, stochastic=True),
+    "8bit": StateDtype("8bit", 1 + 4 / 256),
 }
 # The implementations a state dtype applies to: ours. torch.optim.RMSprop, optax and the
 # NumPy fast path keep their state in the parameters' dtype.

@@ -313,14 +313,14 @@ def run_cuda(
             stack.enter_context(torch._dynamo.config.patch(cache_size_limit=64))
         for shape, dtype, variant, group_names in groups:
             model = SHAPES[shape]
-            set_bytes = VARIANTS[variant].tensors * DTYPES[dtype] * _common.parameter_count(model)
             measured = []
             columns = _common.timed(group_names, states, dtype)
             for column in columns:
                 name = column.label
                 torch.cuda.empty_cache()
                 free, _ = torch.cuda.mem_get_info()
-                count = rotation(set_bytes, free, l2_bytes)
+                # Smaller state, smaller sets: more of them to overflow L2 as often.
+                count = rotation(_set_bytes(model, dtype, variant, column.state), free, l2_bytes)
                 if progress:
                     progress(f"{shape} · {dtype} · {variant} · {name} ({count} sets)")
                 # (the state given only where it is not the parameters': as before otherwise)
@@ -344,6 +344,13 @@ def run_cuda(
                 each_group(measured)
     say(f"device-to-device copy at the end: {copy_bandwidth():.2f} TB/s")
     return rows
+
+
+def _set_bytes(model: Shape, dtype: str, variant: str, state: str) -> int:
+    """Bytes of one parameter set: θ and g in ``dtype``, the state's buffers in ``state``."""
+    buffers = VARIANTS[variant].tensors - 2
+    itemsize = DTYPES[dtype] if state == dtype else STATE_DTYPES[state].itemsize
+    return math.ceil((2 * DTYPES[dtype] + buffers * itemsize) * _common.parameter_count(model))
 
 
 def _time_one(
