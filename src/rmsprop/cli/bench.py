@@ -460,9 +460,9 @@ class _Report:
             print("; ".join([f"{where}, {about['date']}", about["versions"], *launch]))
 
     def say(self, line: str) -> None:
-        """A note for the reader (not in --json's output)."""
-        if not self.args.json:
-            print(line, flush=True)
+        """A note for the reader (a column that failed, say): on stderr with --json, whose
+        stdout is the JSON alone."""
+        print(line, file=sys.stderr if self.args.json else sys.stdout, flush=True)
 
     def record(self, rows: list[Any]) -> dict[str, Any]:
         """The rows with the machine, date and versions (and the first call, if timed)."""
