@@ -14,8 +14,10 @@
 #            124M parameters (the comparison the bench part leaves out)
 #   compiled a compiled step of our optimizer (tensor lr, scheduler) against its eager
 #            fused step at DQN size, with recompiles counted (benchmarks/compiled_step.py)
+#   lowmem   the fused kernel with float32, bfloat16 (stochastic) and 8-bit state side by
+#            side at 1.3B parameters, plain and centered+momentum (`--state-dtype`)
 #
-# Usage:  bash benchmarks/gpu_check.sh [PART ...]      (default: all six, in that order)
+# Usage:  bash benchmarks/gpu_check.sh [PART ...]      (default: all seven, in that order)
 # Each part writes PART.log (and bench, sweep, compile a PART.json of rows) to $OUT,
 # or to ./gpu-check where OUT is unset, and summary.txt says how each part ended
 # (124: stopped at its time limit). Runs from a checkout: rmsprop need not be installed
@@ -48,10 +50,11 @@ run_part() {  # run_part NAME SECONDS COMMAND...: one part, its log and its line
 }
 
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(tests sweep bench host compile compiled)
+[[ ${#parts[@]} -gt 0 ]] || parts=(tests sweep bench host compile compiled lowmem)
 for part in "${parts[@]}"; do
-    [[ $part =~ ^(tests|sweep|bench|host|compile|compiled)$ ]] || {
-        echo "unknown part '$part': choose from tests, sweep, bench, host, compile, compiled" >&2
+    [[ $part =~ ^(tests|sweep|bench|host|compile|compiled|lowmem)$ ]] || {
+        echo "unknown part '$part': choose from tests, sweep, bench, host, compile, compiled," \
+            "lowmem" >&2
         exit 2
     }
 done
@@ -80,6 +83,10 @@ for part in "${parts[@]}"; do
             --shape gpt2-124m --implementation "rmsprop fused" --implementation "torch foreach" \
             --implementation torch.compile --out "$out/compile.json" ;;
         compiled) run_part compiled 60 "$python" benchmarks/compiled_step.py --device cuda ;;
+        lowmem) run_part lowmem 120 "${bench[@]}" "${launch[@]}" --shape gpt-1.3b \
+            --dtype float32 --variant plain --variant centered+momentum \
+            --implementation "rmsprop fused" --state-dtype float32 \
+            --state-dtype bfloat16-stochastic --state-dtype 8bit --out "$out/lowmem.json" ;;
     esac
 done
 cat "$out/summary.txt"

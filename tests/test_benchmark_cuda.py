@@ -446,6 +446,7 @@ NO_GPU = {
     "sweep": BENCH_NO_GPU,
     "bench": BENCH_NO_GPU,
     "compile": BENCH_NO_GPU,
+    "lowmem": BENCH_NO_GPU,
     "host": "benchmarks/gpu_host.py times the host's side of CUDA steps and needs a CUDA GPU",
     "compiled": "benchmarks/compiled_step.py --device cuda needs a CUDA GPU",
 }
@@ -473,14 +474,15 @@ def test_gpu_check_parts_pass_flags_the_benchmark_takes(tmp_path):
     sweep = tmp_path / "sweep.json"
     sweep.write_text(json.dumps({"rows": sweep_rows({("float32", "plain", 2048, 8): 1.0})}))
     stale = sweep.read_text()
-    out = run_check("sweep", "bench", "host", "compile", "compiled", out=tmp_path)
+    out = run_check("sweep", "bench", "host", "compile", "compiled", "lowmem", out=tmp_path)
     assert out.returncode == 0, out.stderr
     summary = (tmp_path / "summary.txt").read_text().splitlines()
     assert [line.split(" after ")[0] for line in summary] == [
         "sweep: exit 1", "bench: exit 1", "host: exit 1", "compile: exit 1", "compiled: exit 1",
+        "lowmem: exit 1",
     ]  # fmt: skip
     assert not sweep.exists()  # this sweep failed, and the earlier one is gone
-    for part in ("sweep", "bench", "host", "compile", "compiled"):
+    for part in ("sweep", "bench", "host", "compile", "compiled", "lowmem"):
         log = (tmp_path / f"{part}.log").read_text()
         assert NO_GPU[part] in log and "--launch-from" not in log, log
         assert "Traceback" not in log and "error: argument" not in log, log
