@@ -199,10 +199,7 @@ def prepare(
         if not kernel.why_not(device_type):
             picked = [p for p in params if p.device.type == device_type]
             centered, momentum = group["centered"], group["momentum"] > 0
-            if kernel is NUMBA:
-                _launcher(kernel.name).prepare(picked, centered, momentum, state_formats)
-            else:
-                _launcher(kernel.name).prepare(picked, centered, momentum)
+            _launcher(kernel.name).prepare(picked, centered, momentum, state_formats)
 
 
 def _device_types(params: list[Tensor]) -> list[str]:

@@ -98,26 +98,32 @@ def fused_rmsprop(tensors: StepTensors, hyper: Hyper) -> None:
     if plan.quantized and not plan.scales_current(tensors):  # same codes, new scales
         _plans.pop(key, None)
         plan = cached_plan(_plans, key, grads, lambda: _build_plan(tensors))
-    run(plan, tensors, hyper)
+    run(plan, tensors, hyper, scales_checked=True)
     # The kernel writes behind autograd's back: tell it, as an in-place op would
     # (16-bit tensors are written back by copy_, which does).
     mark_written(plan.written(params))
 
 
 def run(
-    plan: _Plan, tensors: StepTensors, hyper: Hyper, counted: list[Tensor] | None = None
+    plan: _Plan,
+    tensors: StepTensors,
+    hyper: Hyper,
+    counted: list[Tensor] | None = None,
+    *,
+    scales_checked: bool = False,
 ) -> None:
     """Steps ``tensors`` (the lists ``hyper`` uses) by ``plan``, its gradient rows current;
     the caller marks what the tables wrote. ``counted``: the step counts the plan advances
-    (`counted_steps`), if the caller kept them."""
+    (`counted_steps`), if the caller kept them; ``scales_checked``: the caller found the
+    plan's 8-bit scales current (`_Plan.scales_current`) this step."""
     lr = hyper.lr
     if not isinstance(lr, float):
         hyper = hyper._replace(lr=float(lr))
     # (A bad RMSPROP_NUM_THREADS fails here, before any write.)
     threads = kernel.num_threads(limit=torch.get_num_threads())
     state_steps = tensors.state_steps
-    if plan.quantized and not plan.scales_current(tensors):  # first: nothing written yet
-        raise RuntimeError(
+    if not scales_checked and plan.quantized and not plan.scales_current(tensors):
+        raise RuntimeError(  # (first: nothing written yet)
             "8-bit state's block scales were replaced since this step was planned: replace "
             "them through opt.state[p][key] = ..., which the optimizer follows"
         )

@@ -64,7 +64,9 @@ __all__ = [
 ]
 
 
-def prepare(params: list[Tensor], centered: bool, momentum: bool) -> None:
+def prepare(
+    params: list[Tensor], centered: bool, momentum: bool, state_formats: tuple[str, ...] = ()
+) -> None:
     """Nothing to load ahead: Triton compiles each variant on its first launch."""
 
 
@@ -345,8 +347,8 @@ def fused_rmsprop(
     if not tensors.params:
         return
     tensors = tensors.used_by(hyper)
-    plan = _plan_for(tensors, settings)
-    run(plan, tensors, hyper, grad_scale, found_inf, stochastic_rounding)
+    plan = _plan_for(tensors, settings)  # (its scales current)
+    run(plan, tensors, hyper, grad_scale, found_inf, stochastic_rounding, scales_checked=True)
     # The kernel writes behind autograd's back: tell it, as an in-place op would.
     mark_written(tensors.written(grad_scale is not None))
 
@@ -358,10 +360,13 @@ def run(
     grad_scale: Tensor | None,
     found_inf: Tensor | None,
     stochastic_rounding: bool,
+    *,
+    scales_checked: bool = False,
 ) -> None:
     """Steps ``tensors`` (the lists ``hyper`` uses) by ``plan``, its gradient rows current;
-    the caller marks what it wrote."""
-    if not plan.scales_current(tensors):  # first: nothing written yet
+    the caller marks what it wrote. ``scales_checked``: the caller found the plan's 8-bit
+    scales current (`_Plan.scales_current`) this step."""
+    if not scales_checked and not plan.scales_current(tensors):  # first: nothing written yet
         raise RuntimeError(
             "8-bit state's block scales were replaced since this step was planned: replace "
             "them through opt.state[p][key + '_scales'] = ..., which the optimizer follows"
