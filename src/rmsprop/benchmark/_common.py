@@ -423,6 +423,22 @@ def state_cell(row: Row) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+def with_state_columns(columns: Sequence[Column], after: int) -> tuple[Column, ...]:
+    """``columns`` with the state's: its bytes per parameter after the first ``after``, and
+    the speed-up over the same implementation with default state before the last."""
+    return (
+        *columns[:after],
+        Column("state bytes / param", state_cell, "state B/param"),
+        *columns[after:-1],
+        Column(
+            "× state_dtype=None",
+            lambda r: format_ratio(r.get("vs_default_state")),
+            "× default state",
+        ),
+        columns[-1],
+    )
+
+
 def by_shape(rows: Iterable[Row]) -> dict[str, list[Row]]:
     """Rows grouped by model shape, in order of first appearance."""
     groups: dict[str, list[Row]] = {}

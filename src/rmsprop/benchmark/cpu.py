@@ -257,17 +257,7 @@ COLUMNS = (
 )
 # With state other than float32: its bytes after the implementation, and the speed-up over
 # the same implementation with float32 state (state_dtype=None) at the end.
-STATE_COLUMNS = (
-    *COLUMNS[:2],
-    Column("state bytes / param", _common.state_cell, "state B/param"),
-    *COLUMNS[2:-1],
-    Column(
-        "× state_dtype=None",
-        lambda r: _common.format_ratio(r.get("vs_default_state")),
-        "× default state",
-    ),
-    COLUMNS[-1],
-)
+STATE_COLUMNS = _common.with_state_columns(COLUMNS, after=2)
 
 
 def columns(rows: Iterable[Row]) -> tuple[Column, ...]:

@@ -550,17 +550,7 @@ SWEEP_COLUMNS = (
 
 # With other state than the parameters' dtype: its bytes after the implementation, and the
 # speed-up over the same implementation with the parameters' dtype of state at the end.
-STATE_COLUMNS = (
-    *COLUMNS[:3],
-    Column("state bytes / param", _common.state_cell, "state B/param"),
-    *COLUMNS[3:-1],
-    Column(
-        "× state_dtype=None",
-        lambda r: _common.format_ratio(r.get("vs_default_state")),
-        "× default state",
-    ),
-    COLUMNS[-1],
-)
+STATE_COLUMNS = _common.with_state_columns(COLUMNS, after=3)
 
 
 def columns(rows: Iterable[Row]) -> tuple[Column, ...]:
